@@ -1,0 +1,98 @@
+"""The `tuner` command line: parse arguments, call one library function, print.
+
+Errors from the library (the TunerError family) become one line on stderr
+and an exit code here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import config as cfgmod
+from .errors import TunerError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Find the best batching configuration for a Triton model, with measurements.")
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{what} takes comma-separated integers, e.g. 1,8,32") from None
+    if not values:
+        raise typer.BadParameter(f"{what} needs at least one value")
+    return values
+
+
+def fail(err: TunerError) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(err.exit_code)
+
+
+def cli_errors(fn):
+    """Turn library errors into one-line messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TunerError as err:
+            fail(err)
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+@app.command()
+@cli_errors
+def candidates(
+    config_path: Path = typer.Argument(..., metavar="CONFIG.pbtxt", help="the model's config.pbtxt"),
+    max_batch_size: str = typer.Option("8,16,32", help="comma-separated max_batch_size values"),
+    queue_delay_us: str = typer.Option("0", help="comma-separated max_queue_delay_microseconds values"),
+    instances: str = typer.Option("1", help="comma-separated instance counts"),
+    preferred: str = typer.Option("none", help="preferred_batch_size rule: none, max, halves"),
+    first_dim_is_batch: bool = typer.Option(False, help="for max_batch_size 0 models whose first dim is a batch dim"),
+    out: Path = typer.Option(..., help="folder to write <candidate-id>/config.pbtxt into"),
+) -> None:
+    """Write one config.pbtxt per candidate (only the tuned fields changed)."""
+    original = cfgmod.read_config(config_path)
+    cfgmod.check_tunable(original, first_dim_is_batch=first_dim_is_batch, where=str(config_path))
+    specs = cfgmod.expand_specs(
+        _ints(max_batch_size, "--max-batch-size"),
+        _ints(queue_delay_us, "--queue-delay-us"),
+        _ints(instances, "--instances"),
+        preferred,
+    )
+    written = cfgmod.write_candidates(original, specs, out, first_dim_is_batch=first_dim_is_batch)
+    for spec, path in written:
+        typer.echo(f"{spec.candidate_id}\t{path}")
+
+
+@app.command()
+@cli_errors
+def serve(
+    model_repository: Path = typer.Option(..., help="model repository folder to serve"),
+    grpc_port: Optional[int] = typer.Option(None, help="gRPC port (default: a free one)"),
+    load: str = typer.Option("", help="comma-separated models to load at start"),
+    log: Path = typer.Option(Path("tritonserver.log"), help="server log file"),
+) -> None:
+    """Run the embedded Triton in the foreground on any model repository."""
+    from .serve import serve_forever
+
+    serve_forever(model_repository, grpc_port, [m for m in load.split(",") if m], log, echo=typer.echo)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Triton model configurations: parse, write, make candidates, validate, diff.
+
+Everything goes through `model_config_pb2.ModelConfig` and protobuf's
+`text_format`; config.pbtxt is never parsed by hand. A candidate is the
+original config with only `max_batch_size`, `dynamic_batching`
+(max_queue_delay_microseconds, preferred_batch_size) and the instance count
+changed, so every other field (platform, backend, version_policy,
+model_transaction_policy, inputs/outputs, optimization, parameters,
+model_warmup, ...) survives a rewrite untouched.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .errors import ConfigError
+
+ModelConfig = mc.ModelConfig
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """The tuned fields of one candidate configuration."""
+
+    max_batch_size: int
+    max_queue_delay_us: int = 0
+    preferred_batch_size: tuple[int, ...] = ()
+    instance_count: int = 1
+    dynamic_batching: bool = True
+
+    @property
+    def candidate_id(self) -> str:
+        if not self.dynamic_batching:
+            return f"mbs{self.max_batch_size}-nodb-i{self.instance_count}"
+        pbs = "_".join(str(p) for p in self.preferred_batch_size) or "auto"
+        return (
+            f"mbs{self.max_batch_size}-qd{self.max_queue_delay_us}"
+            f"-pbs{pbs}-i{self.instance_count}"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "candidate_id": self.candidate_id,
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay_us": self.max_queue_delay_us,
+            "preferred_batch_size": list(self.preferred_batch_size),
+            "instance_count": self.instance_count,
+            "dynamic_batching": self.dynamic_batching,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CandidateSpec":
+        return cls(
+            max_batch_size=int(d["max_batch_size"]),
+            max_queue_delay_us=int(d.get("max_queue_delay_us", 0)),
+            preferred_batch_size=tuple(int(x) for x in d.get("preferred_batch_size", ())),
+            instance_count=int(d.get("instance_count", 1)),
+            dynamic_batching=bool(d.get("dynamic_batching", True)),
+        )
+
+
+def parse_config(text: str, source: str = "config.pbtxt") -> ModelConfig:
+    """Parse config.pbtxt text; errors read `source:line:col: message`."""
+    cfg = ModelConfig()
+    try:
+        text_format.Parse(text, cfg)
+    except text_format.ParseError as err:
+        line, col = err.GetLine(), err.GetColumn()
+        msg = str(err)
+        # protobuf prefixes the message with "line:col : "; keep only the reason.
+        msg = re.sub(r"^\d+:\d+\s*:\s*", "", msg)
+        if line is None:
+            raise ConfigError(f"{source}: {msg}") from None
+        raise ConfigError(f"{source}:{line}:{col}: {msg}") from None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"{source}: cannot parse: {err}") from None
+    return cfg
+
+
+def read_config(path: str | Path) -> ModelConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; pass the path of the model's config.pbtxt") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; config.pbtxt must be protobuf text format") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    return parse_config(text, str(path))
+
+
+def format_config(cfg: ModelConfig) -> str:
+    return text_format.MessageToString(cfg, use_short_repeated_primitives=True)
+
+
+def config_to_json(cfg: ModelConfig) -> str:
+    """The JSON form Triton's load API takes as a config override."""
+    return json_format.MessageToJson(cfg, preserving_proto_field_name=True, indent=None)
+
+
+def config_from_json(text: str | dict) -> ModelConfig:
+    cfg = ModelConfig()
+    if isinstance(text, dict):
+        text = json.dumps(text)
+    json_format.Parse(text, cfg, ignore_unknown_fields=True)
+    return cfg
+
+
+def copy_config(cfg: ModelConfig) -> ModelConfig:
+    out = ModelConfig()
+    out.CopyFrom(cfg)
+    return out
+
+
+def current_spec(cfg: ModelConfig) -> CandidateSpec:
+    """The tuned fields as they are in `cfg` (the baseline's spec)."""
+    db = cfg.HasField("dynamic_batching")
+    # Candidates set the same count on every group, so the first one speaks for all.
+    count = (cfg.instance_group[0].count or 1) if cfg.instance_group else 1
+    return CandidateSpec(
+        max_batch_size=cfg.max_batch_size,
+        max_queue_delay_us=cfg.dynamic_batching.max_queue_delay_microseconds if db else 0,
+        preferred_batch_size=tuple(cfg.dynamic_batching.preferred_batch_size) if db else (),
+        instance_count=count,
+        dynamic_batching=db,
+    )
+
+
+def _check_dims(cfg: ModelConfig, where: str) -> None:
+    for kind, tensors in (("input", cfg.input), ("output", cfg.output)):
+        for t in tensors:
+            for d in t.dims:
+                if d == 0 or d < -1:
+                    raise ConfigError(
+                        f"{where}: {kind} '{t.name}' has dim {d}; dims must be >= 1, or -1 for variable"
+                    )
+            if t.HasField("reshape"):
+                for d in t.reshape.shape:
+                    if d == 0 or d < -1:
+                        raise ConfigError(
+                            f"{where}: {kind} '{t.name}' reshape has dim {d}; dims must be >= 1 or -1"
+                        )
+
+
+def check_tunable(cfg: ModelConfig, *, first_dim_is_batch: bool = False, where: str = "") -> None:
+    """Refuse configs that dynamic batching cannot be tuned on, saying why."""
+    where = where or (cfg.name or "model")
+    if cfg.platform == "ensemble" or cfg.HasField("ensemble_scheduling"):
+        raise ConfigError(
+            f"{where}: is an ensemble; ensembles are scheduled by their steps, "
+            "tune each composing model instead"
+        )
+    if cfg.HasField("sequence_batching"):
+        raise ConfigError(
+            f"{where}: uses sequence_batching; a stateful model cannot use dynamic batching, "
+            "tune it with the sequence batcher's own settings instead"
+        )
+    if cfg.max_batch_size == 0 and not first_dim_is_batch:
+        raise ConfigError(
+            f"{where}: has max_batch_size 0 (no batch dimension); set first_dim_is_batch = true "
+            "in the profile if every input's first dim is a batch dim, else it cannot be batched"
+        )
+    if cfg.max_batch_size == 0 and first_dim_is_batch:
+        for t in list(cfg.input) + list(cfg.output):
+            if not t.dims or t.dims[0] != -1:
+                raise ConfigError(
+                    f"{where}: first_dim_is_batch needs every input/output's first dim to be -1, "
+                    f"but '{t.name}' has dims {list(t.dims)}"
+                )
+    _check_dims(cfg, where)
+
+
+def validate_spec(spec: CandidateSpec, where: str = "candidate") -> None:
+    if spec.max_batch_size < 1:
+        raise ConfigError(f"{where}: max_batch_size must be >= 1, got {spec.max_batch_size}")
+    if spec.max_queue_delay_us < 0:
+        raise ConfigError(f"{where}: max_queue_delay_us must be >= 0, got {spec.max_queue_delay_us}")
+    if spec.instance_count < 1:
+        raise ConfigError(f"{where}: instance count must be >= 1, got {spec.instance_count}")
+    for p in spec.preferred_batch_size:
+        if p < 1 or p > spec.max_batch_size:
+            raise ConfigError(
+                f"{where}: preferred batch size {p} must be between 1 and max_batch_size "
+                f"{spec.max_batch_size}"
+            )
+
+
+def make_candidate(
+    original: ModelConfig, spec: CandidateSpec, *, first_dim_is_batch: bool = False
+) -> ModelConfig:
+    """The original config with only the tuned fields changed."""
+    check_tunable(original, first_dim_is_batch=first_dim_is_batch)
+    validate_spec(spec, spec.candidate_id)
+    cfg = copy_config(original)
+    if original.max_batch_size == 0:
+        # The first dim was the batch dim; with batching on, dims are per item.
+        for t in list(cfg.input) + list(cfg.output):
+            del t.dims[0]
+    cfg.max_batch_size = spec.max_batch_size
+    if spec.dynamic_batching:
+        db = cfg.dynamic_batching  # keeps priority levels, queue policies, ...
+        db.max_queue_delay_microseconds = spec.max_queue_delay_us
+        del db.preferred_batch_size[:]
+        db.preferred_batch_size.extend(spec.preferred_batch_size)
+    else:
+        cfg.ClearField("dynamic_batching")
+    if cfg.instance_group:
+        for g in cfg.instance_group:
+            g.count = spec.instance_count
+    else:
+        g = cfg.instance_group.add()
+        g.count = spec.instance_count
+    _check_dims(cfg, spec.candidate_id)
+    return cfg
+
+
+def diff_configs(original: ModelConfig, changed: ModelConfig, a_name: str = "original/config.pbtxt",
+                 b_name: str = "recommended/config.pbtxt") -> str:
+    a = format_config(original).splitlines(keepends=True)
+    b = format_config(changed).splitlines(keepends=True)
+    return "".join(difflib.unified_diff(a, b, fromfile=a_name, tofile=b_name))
+
+
+def expand_specs(
+    max_batch_sizes: list[int],
+    queue_delays_us: list[int],
+    instance_counts: list[int],
+    preferred_rule: str = "none",
+) -> list[CandidateSpec]:
+    """Every combination of the given values; preferred sizes by rule.
+
+    Rules: "none" (Triton's default, preferred = max_batch_size),
+    "max" (explicitly [max_batch_size]), "halves" ([mbs/2, mbs]).
+    """
+    specs: list[CandidateSpec] = []
+    for mbs in max_batch_sizes:
+        for qd in queue_delays_us:
+            for n in instance_counts:
+                specs.append(
+                    CandidateSpec(mbs, qd, preferred_sizes(mbs, preferred_rule), n)
+                )
+    return specs
+
+
+PREFERRED_RULES = ("none", "max", "halves")
+
+
+def preferred_sizes(max_batch_size: int, rule: str) -> tuple[int, ...]:
+    if rule == "none":
+        return ()
+    if rule == "max":
+        return (max_batch_size,)
+    if rule == "halves":
+        half = max_batch_size // 2
+        return (half, max_batch_size) if half >= 1 and half != max_batch_size else (max_batch_size,)
+    raise ConfigError(f"unknown preferred_batch_size rule '{rule}'; use one of {', '.join(PREFERRED_RULES)}")
+
+
+def write_candidates(
+    original: ModelConfig, specs: list[CandidateSpec], out_dir: Path, *, first_dim_is_batch: bool = False
+) -> list[tuple[CandidateSpec, Path]]:
+    out_dir = Path(out_dir)
+    written = []
+    for spec in specs:
+        cfg = make_candidate(original, spec, first_dim_is_batch=first_dim_is_batch)
+        d = out_dir / spec.candidate_id
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / "config.pbtxt"
+        p.write_text(format_config(cfg), encoding="utf-8")
+        written.append((spec, p))
+    return written
