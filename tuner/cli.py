@@ -90,6 +90,63 @@ def serve(
     serve_forever(model_repository, grpc_port, [m for m in load.split(",") if m], log, echo=typer.echo)
 
 
+def _shapes(items: list[str]) -> dict[str, list[int]]:
+    shapes = {}
+    for item in items:
+        name, _, dims = item.partition("=")
+        try:
+            shapes[name.strip()] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"--shape takes NAME=D1,D2,..., got '{item}'") from None
+    return shapes
+
+
+def _run_dir(out: Optional[Path], label: str) -> Path:
+    import time
+
+    from .paths import safe_name
+
+    if out is not None:
+        return out
+    return Path("reports") / f"{safe_name(label)}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+
+@app.command()
+@cli_errors
+def measure(
+    model: str = typer.Argument(..., help="model name (a bundled model when no --url is given)"),
+    url: Optional[str] = typer.Option(None, help="gRPC host:port of a running Triton (default: start the embedded one)"),
+    concurrency: str = typer.Option("1,8,32", help="comma-separated concurrency levels"),
+    version: str = typer.Option("", help="model version (default: the server's policy)"),
+    shape: list[str] = typer.Option([], help="shape for an input with variable dims: NAME=D1,D2"),
+    data: str = typer.Option("random", help="input data: random or zeros"),
+    window_s: float = typer.Option(2.0, help="measurement window length, seconds"),
+    warmup_s: float = typer.Option(1.0, help="warm-up before the first window, seconds"),
+    max_windows: int = typer.Option(8, help="windows before a point is flagged unstable"),
+    stability_pct: float = typer.Option(10.0, help="last 3 windows must agree within this percentage"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write a JSON summary here"),
+    out: Optional[Path] = typer.Option(None, help="run folder (default reports/measure-<model>-<UTC time>)"),
+) -> None:
+    """Measure a model's current config at a few concurrency levels."""
+    import json
+
+    from .load import LoadSettings
+    from .measure import measure_model, summary_json
+    from .results import write_atomic
+    from .table import measure_table
+
+    settings = LoadSettings(warmup_s=warmup_s, window_s=window_s, max_windows=max_windows,
+                            stability_pct=stability_pct)
+    run_dir = _run_dir(out, f"measure-{model}")
+    result = measure_model(model, run_dir, url=url, version=version,
+                           concurrencies=_ints(concurrency, "--concurrency"), settings=settings,
+                           shapes=_shapes(shape), data=data)
+    measure_table(result)
+    if json_out is not None:
+        write_atomic(json_out, json.dumps(summary_json(result), indent=2) + "\n")
+    typer.echo(f"results: {result.results_path}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -1,0 +1,120 @@
+"""`tuner measure`: one model, its current config, a few closed-loop load levels."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .config import config_to_json, current_spec
+from .errors import LoadError, ServerError
+from .load import LoadClient, LoadSettings, build_request
+from .results import SCHEMA, CandidateRecord, Measurement, RESULTS_FILE, append_record
+from .server import ModelSession, ServerContext, bundled_models, open_server
+
+
+@dataclass
+class MeasureResult:
+    model: str
+    server: dict
+    points: list[Measurement]
+    results_path: Path
+
+
+async def measure_points(
+    srv: ServerContext, model: str, version: str, plan, concurrencies: list[int],
+    settings: LoadSettings, candidate_id: str, on_point=None,
+) -> list[Measurement]:
+    """Measure one applied config at each concurrency, in order."""
+    out = []
+    async with LoadClient(srv.url, model, version) as client:
+        for c in concurrencies:
+            samples = await client.closed_loop(plan, c, settings)
+            m = Measurement(
+                candidate_id=candidate_id,
+                concurrency=c,
+                windows=samples.windows,
+                stable=samples.stable,
+                error_kinds=samples.error_kinds,
+                first_error=samples.first_error,
+                summary_windows=settings.min_windows,
+            )
+            if samples.windows and all(w.completed == 0 for w in samples.windows):
+                m.status = "failed"
+            if m.status == "failed" and srv.embedded is not None and not srv.embedded.alive():
+                m.first_error = (m.first_error + f" (server exited; log: {srv.embedded.log_tail(2, one_line=True)})")
+            out.append(m)
+            if on_point is not None:
+                on_point(m)
+    return out
+
+
+def measure_model(
+    model: str,
+    run_dir: Path,
+    *,
+    url: str | None = None,
+    version: str = "",
+    concurrencies: list[int] = (1, 8, 32),
+    settings: LoadSettings | None = None,
+    shapes: dict[str, list[int]] | None = None,
+    data: str = "random",
+    on_point=None,
+) -> MeasureResult:
+    settings = settings or LoadSettings()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results_path = run_dir / RESULTS_FILE
+    if url is None and model not in bundled_models():
+        raise ServerError(
+            f"'{model}' is not a bundled model ({', '.join(bundled_models())}); "
+            "pass --url to measure a model on a running Triton"
+        )
+    with open_server(url, run_dir, [model]) as srv:
+        server_info = srv.describe()
+        session = ModelSession(srv.control, model)
+        try:
+            original = session.open()
+            append_record(results_path, {
+                "schema": SCHEMA, "type": "run", "command": "measure", "model": model,
+                "version": version, "server": server_info, "tuner_version": __version__,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "settings": settings.__dict__,
+            })
+            append_record(results_path, CandidateRecord(
+                spec=current_spec(original), status="loaded", config_json=config_to_json(original),
+                is_baseline=True).to_record())
+            plan = build_request(original, model, version, shapes, data)
+
+            def record(m: Measurement) -> None:
+                append_record(results_path, m.to_record())
+                if on_point is not None:
+                    on_point(m)
+
+            points = asyncio.run(measure_points(
+                srv, model, version, plan, list(concurrencies), settings, "baseline", record))
+        finally:
+            session.restore()
+    failed = [p for p in points if p.status == "failed"]
+    if failed and len(failed) == len(points):
+        raise LoadError(f"every request failed: {failed[0].first_error}")
+    return MeasureResult(model=model, server=server_info, points=points, results_path=results_path)
+
+
+def summary_json(result: MeasureResult) -> dict:
+    """The `--json FILE` form: schema 1, one entry per load point."""
+    points = []
+    for p in result.points:
+        s = p.summary()
+        points.append({
+            "concurrency": p.concurrency,
+            "throughput_infer_per_s": s.throughput_infer_per_s,
+            "latency_ms": {k: s.latency_ms[k] for k in ("p50", "p90", "p95", "p99")},
+            "errors": s.errors,
+            "stable": p.stable,
+            "status": p.status,
+            "server_ms": s.server_ms,
+        })
+    return {"schema": SCHEMA, "model": result.model, "server": result.server, "points": points}
