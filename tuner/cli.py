@@ -147,6 +147,49 @@ def measure(
     typer.echo(f"results: {result.results_path}")
 
 
+@app.command()
+@cli_errors
+def sweep(
+    profile: Optional[str] = typer.Argument(None, help="profile name (profiles/<name>.toml) or path"),
+    url: Optional[str] = typer.Option(None, help="gRPC host:port of a running Triton (overrides the profile)"),
+    out: Optional[Path] = typer.Option(None, help="run folder (default reports/<profile>-<UTC time>)"),
+    latency_budget_ms: Optional[float] = typer.Option(None, help="latency budget (overrides the profile)"),
+    latency_percentile: Optional[str] = typer.Option(None, help="p50, p90, p95 or p99 (overrides the profile)"),
+    resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder, skipping stored points"),
+) -> None:
+    """Sweep candidate configs and load levels, recommend one, write the report."""
+    from .profile import load_profile
+    from .progress import SweepProgress
+    from .sweep import new_run_dir, resume_profile, run_sweep
+
+    if resume is not None:
+        prof = resume_profile(resume)
+        run_dir = resume
+    elif profile is None:
+        raise typer.BadParameter("give a profile name (e.g. `tuner sweep resnet`) or --resume RUN_DIR")
+    else:
+        prof = load_profile(profile)
+        run_dir = new_run_dir(prof, out)
+    prof = prof.with_overrides(url=url, latency_budget_ms=latency_budget_ms,
+                               latency_percentile=latency_percentile)
+    with SweepProgress() as progress:
+        outcome = run_sweep(prof, run_dir, resume=resume is not None, on_event=progress.on_event)
+    from .table import sweep_summary
+
+    sweep_summary(outcome.summary, outcome.run_dir)
+
+
+@app.command()
+@cli_errors
+def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tuner sweep`")) -> None:
+    """Re-render summary.json, the recommended config and report.html from stored results."""
+    from .outputs import finalize_run
+    from .table import sweep_summary
+
+    summary = finalize_run(run_dir)
+    sweep_summary(summary, run_dir)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -87,14 +87,63 @@ def parse_config(text: str, source: str = "config.pbtxt") -> ModelConfig:
 def read_config(path: str | Path) -> ModelConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; pass the path of the model's config.pbtxt") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text; config.pbtxt must be protobuf text format") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
-    return parse_config(text, str(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[: err.start]
+        line = before.count(b"\n") + 1
+        col = len(before[before.rfind(b"\n") + 1 :].decode("utf-8")) + 1
+        raise ConfigError(
+            f"{path}:{line}:{col}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
+            "config.pbtxt must be protobuf text format in UTF-8"
+        ) from None
+    cfg = parse_config(text, str(path))
+    bad = _bad_dim(cfg)
+    if bad is not None:
+        kind, tensor, dim, in_reshape = bad
+        loc = _locate_dim(text, kind, tensor, dim, in_reshape)
+        where = f"{path}:{loc[0]}:{loc[1]}" if loc else str(path)
+        _check_dims(cfg, where)
+    return cfg
+
+
+def _locate_dim(text: str, kind: str, tensor: str, dim: int, in_reshape: bool):
+    """(line, col) of `dim` in the dims (or reshape shape) of input/output `tensor`."""
+    tok = text_format.Tokenizer(text.splitlines())
+    stack = [{"field": "", "name": None, "vals": [], "reshape": []}]
+    field, prev = "", ""
+    while not tok.AtEnd():
+        t, pos = tok.token, (tok._line + 1, tok._column + 1)
+        if t in ("{", "<"):
+            stack.append({"field": field, "name": None, "vals": [], "reshape": []})
+        elif t in ("}", ">"):
+            blk = stack.pop()
+            if blk["field"] == "reshape":
+                stack[-1]["reshape"] = blk["vals"]
+            elif blk["field"] == kind and blk["name"] == tensor:
+                for v, p in blk["reshape"] if in_reshape else blk["vals"]:
+                    if v == dim:
+                        return p
+        elif t in (":", ",", "[", "]"):
+            pass
+        elif prev in (":", ",", "["):
+            if field in ("dims", "shape"):
+                try:
+                    stack[-1]["vals"].append((int(t, 0), pos))
+                except ValueError:
+                    pass
+            elif field == "name":
+                stack[-1]["name"] = t.strip("\"'")
+        else:
+            field = t
+        prev = t
+        tok.NextToken()
+    return None
 
 
 def format_config(cfg: ModelConfig) -> str:
@@ -132,6 +181,19 @@ def current_spec(cfg: ModelConfig) -> CandidateSpec:
         instance_count=count,
         dynamic_batching=db,
     )
+
+
+def _bad_dim(cfg: ModelConfig):
+    for kind, tensors in (("input", cfg.input), ("output", cfg.output)):
+        for t in tensors:
+            for d in t.dims:
+                if d == 0 or d < -1:
+                    return kind, t.name, d, False
+            if t.HasField("reshape"):
+                for d in t.reshape.shape:
+                    if d == 0 or d < -1:
+                        return kind, t.name, d, True
+    return None
 
 
 def _check_dims(cfg: ModelConfig, where: str) -> None:
@@ -175,6 +237,11 @@ def check_tunable(cfg: ModelConfig, *, first_dim_is_batch: bool = False, where: 
                     f"{where}: first_dim_is_batch needs every input/output's first dim to be -1, "
                     f"but '{t.name}' has dims {list(t.dims)}"
                 )
+            if t.HasField("reshape") and (not t.reshape.shape or t.reshape.shape[0] != -1):
+                raise ConfigError(
+                    f"{where}: first_dim_is_batch needs '{t.name}' reshape to start with the batch "
+                    f"dim -1, but it is {list(t.reshape.shape)}"
+                )
     _check_dims(cfg, where)
 
 
@@ -204,6 +271,11 @@ def make_candidate(
         # The first dim was the batch dim; with batching on, dims are per item.
         for t in list(cfg.input) + list(cfg.output):
             del t.dims[0]
+            if t.HasField("reshape"):
+                del t.reshape.shape[0]
+            if not t.dims:  # a per-item scalar: Triton needs dims [1] reshaped to []
+                t.dims.append(1)
+                t.reshape.SetInParent()
     cfg.max_batch_size = spec.max_batch_size
     if spec.dynamic_batching:
         db = cfg.dynamic_batching  # keeps priority levels, queue policies, ...

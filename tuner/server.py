@@ -460,9 +460,12 @@ class ServerControl:
             raise ServerError(f"cannot unload '{model}': {_message(err)}") from None
 
     def statistics(self, model: str) -> dict:
-        return self._call(
-            "statistics", self.client.get_inference_statistics, model, as_json=True
-        )
+        try:
+            return self._call(
+                "statistics", self.client.get_inference_statistics, model, as_json=True
+            )
+        except InferenceServerException as err:
+            raise ServerError(f"cannot read the statistics of '{model}': {_message(err)}; is it loaded?") from None
 
     def _log_size(self) -> int:
         if self.log_path is None:

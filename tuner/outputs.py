@@ -1,0 +1,108 @@
+"""A run's outputs, computed from its stored files alone (no server):
+summary.json, recommended/config.pbtxt, recommended/config.diff, report.html.
+
+`tuner sweep` calls `finalize_run` at the end; `tuner report RUN_DIR` calls
+it again to re-render without re-measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from . import config as cfgmod
+from .errors import StoreError
+from .profile import load_run_profile
+from .recommend import OperatingPoint, Recommendation, recommend
+from .results import RESULTS_FILE, RunResults, load_results, read_records, write_atomic
+
+
+def _point_summary(p: OperatingPoint | None, results: RunResults) -> dict | None:
+    if p is None:
+        return None
+    cand = results.candidates.get(p.candidate_id)
+    spec = cand.spec if cand else None
+    return {
+        "candidate_id": p.candidate_id,
+        "max_batch_size": spec.max_batch_size if spec else None,
+        "max_queue_delay_us": spec.max_queue_delay_us if spec and spec.dynamic_batching else None,
+        "preferred_batch_size": list(spec.preferred_batch_size) if spec else None,
+        "dynamic_batching": spec.dynamic_batching if spec else None,
+        "instance_count": spec.instance_count if spec else None,
+        "concurrency": p.concurrency,
+        "throughput_infer_per_s": p.throughput_infer_per_s,
+        "latency_ms": dict(p.latency_ms),
+        "server_ms": p.server_ms,
+    }
+
+
+def _clean(obj):
+    """JSON has no NaN: write null instead."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def build_summary(results: RunResults, rec: Recommendation, profile_name: str, duration_s: float) -> dict:
+    server = results.meta.get("server", {})
+    loaded = [c for c in results.candidates.values() if c.status == "loaded" and not c.is_baseline]
+    failed = [c for c in results.candidates.values() if c.status == "failed"]
+    return _clean({
+        "schema": 1,
+        "profile": profile_name,
+        "model": results.meta.get("model"),
+        "server": {"url": server.get("url"), "version": server.get("version")},
+        "recommended": _point_summary(rec.best, results),
+        "runner_up": _point_summary(rec.runner_up, results),
+        "baseline": _point_summary(rec.baseline, results),
+        "closest": _point_summary(rec.closest, results),
+        "constraints": rec.constraints.to_dict(),
+        "binding": rec.binding,
+        "reason": rec.reason,
+        "candidates_measured": len(loaded),
+        "candidates_failed": len(failed),
+        "failed": [{"candidate_id": c.candidate_id, "reason": c.reason} for c in failed],
+        "duration_s": duration_s,
+    })
+
+
+def recommended_config(run_dir: Path, results: RunResults, rec: Recommendation, profile) -> tuple[str, str, str]:
+    """(original pbtxt, recommended pbtxt, unified diff)."""
+    orig_path = run_dir / "original" / "config.pbtxt"
+    if not orig_path.exists():
+        raise StoreError(f"{run_dir} has no original/config.pbtxt; the sweep stopped before reading the model")
+    original = cfgmod.read_config(orig_path)
+    if rec.best is None or rec.best.candidate_id == "baseline":
+        chosen = original
+    else:
+        spec = results.candidates[rec.best.candidate_id].spec
+        chosen = cfgmod.make_candidate(original, spec, first_dim_is_batch=profile.first_dim_is_batch)
+    return (cfgmod.format_config(original), cfgmod.format_config(chosen),
+            cfgmod.diff_configs(original, chosen))
+
+
+def finalize_run(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    if not (run_dir / RESULTS_FILE).exists():
+        raise StoreError(f"{run_dir} has no {RESULTS_FILE}; pass a run folder written by `tuner sweep`")
+    profile = load_run_profile(run_dir)
+    profile_name = profile.name
+    results = load_results(run_dir / RESULTS_FILE)
+    rec = recommend(results, profile.constraints)
+    duration = sum(float(r.get("duration_s", 0.0)) for r in read_records(run_dir / RESULTS_FILE)
+                   if r.get("type") == "session_end")
+    summary = build_summary(results, rec, profile_name, duration)
+    original_txt, recommended_txt, diff = recommended_config(run_dir, results, rec, profile)
+    write_atomic(run_dir / "recommended" / "config.pbtxt", recommended_txt)
+    write_atomic(run_dir / "recommended" / "config.diff", diff)
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    from .report import build_report
+
+    html = build_report(results, rec, profile, original_txt, recommended_txt, diff, summary)
+    write_atomic(run_dir / "report.html", html)
+    return summary

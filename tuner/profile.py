@@ -1,0 +1,306 @@
+"""Profiles: `profiles/<name>.toml`, one per tuned model, validated in full
+before anything runs. Unknown keys, wrong types and impossible values are
+reported as one line naming the file, the key and the fix.
+
+    [model]        name, version, url, config (path to its config.pbtxt, optional),
+                   first_dim_is_batch, data ("random" | "zeros"), [model.shapes]
+    [search]       max_batch_size, max_queue_delay_us, preferred_batch_size (rule),
+                   instance_count, concurrency (load levels, climbed in order),
+                   plateau_pct (stop climbing when throughput grows less than this)
+    [constraints]  latency_percentile, latency_budget_ms, min_throughput_infer_per_s,
+                   max_gpu_memory_mb, max_error_rate
+    [objective]    goal = "max_throughput"
+    [measurement]  warmup_s, window_s, min_windows, max_windows, stability_pct,
+                   request_timeout_s
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .config import PREFERRED_RULES, CandidateSpec, expand_specs
+from .errors import ProfileError
+from .load import LoadSettings
+from .recommend import LATENCY_KEYS, Constraints
+
+GOALS = ("max_throughput",)
+PROFILES_DIR = Path("profiles")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    max_batch_size: tuple[int, ...] = (1, 4, 8, 16)
+    max_queue_delay_us: tuple[int, ...] = (0, 1000)
+    preferred_batch_size: str = "none"
+    instance_count: tuple[int, ...] = (1,)
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    plateau_pct: float = 3.0
+
+    def specs(self) -> list[CandidateSpec]:
+        return expand_specs(list(self.max_batch_size), list(self.max_queue_delay_us),
+                            list(self.instance_count), self.preferred_batch_size)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path | None
+    model: str
+    version: str = ""
+    url: str | None = None
+    config_path: Path | None = None
+    first_dim_is_batch: bool = False
+    data: str = "random"
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+    search: SearchSpace = field(default_factory=SearchSpace)
+    constraints: Constraints = field(default_factory=Constraints)
+    goal: str = "max_throughput"
+    measurement: LoadSettings = field(default_factory=LoadSettings)
+    text: str = ""
+    overrides: dict = field(default_factory=dict)  # CLI flags applied over the file
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+    def with_overrides(self, *, url: str | None = None, latency_budget_ms: float | None = None,
+                       latency_percentile: str | None = None) -> "Profile":
+        p = self
+        overrides = dict(self.overrides)
+        if url:
+            p = replace(p, url=url)
+            overrides["url"] = url
+        c = p.constraints
+        if latency_budget_ms is not None:
+            if latency_budget_ms <= 0:
+                raise ProfileError("--latency-budget-ms must be > 0")
+            c = replace(c, latency_budget_ms=latency_budget_ms)
+            overrides["latency_budget_ms"] = latency_budget_ms
+        if latency_percentile is not None:
+            if latency_percentile not in LATENCY_KEYS:
+                raise ProfileError(f"--latency-percentile must be one of {', '.join(LATENCY_KEYS)}")
+            c = replace(c, latency_percentile=latency_percentile)
+            overrides["latency_percentile"] = latency_percentile
+        return replace(p, constraints=c, overrides=overrides)
+
+
+def resolve_profile_path(name_or_path: str, profiles_dir: Path = PROFILES_DIR) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return p
+    candidate = Path(profiles_dir) / f"{name_or_path}.toml"
+    if candidate.exists():
+        return candidate
+    have = sorted(x.stem for x in Path(profiles_dir).glob("*.toml")) if Path(profiles_dir).is_dir() else []
+    raise ProfileError(
+        f"no profile '{name_or_path}': {candidate} does not exist"
+        + (f" (profiles here: {', '.join(have)})" if have else "; run from the project folder or pass a path")
+    )
+
+
+def load_profile(name_or_path: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
+    path = resolve_profile_path(name_or_path, profiles_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ProfileError(f"{path}: cannot read profile: {err}") from None
+    return parse_profile(text, path)
+
+
+class _Reader:
+    """Typed access to one TOML table that remembers which keys were used."""
+
+    def __init__(self, path: str, table: Any, section: str):
+        self.path, self.section = path, section
+        if not isinstance(table, dict):
+            self.fail(section, f"must be a table ([{section}])")
+        self.table = table
+        self.used: set[str] = set()
+
+    def fail(self, key: str, fix: str) -> None:
+        raise ProfileError(f"{self.path}: {key}: {fix}")
+
+    def key(self, name: str) -> str:
+        return f"{self.section}.{name}"
+
+    def get(self, name: str, kind: type | tuple, default: Any, *, required: bool = False) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            if required:
+                self.fail(self.key(name), "is required")
+            return default
+        value = self.table[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            self.fail(self.key(name), f"must be {_kind_name(kinds)}, not a boolean")
+        if not isinstance(value, kinds):
+            self.fail(self.key(name), f"must be {_kind_name(kinds)}, got {type(value).__name__} {value!r}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float | None = None, positive: bool = False,
+               integer: bool = False) -> Any:
+        v = self.get(name, int if integer else (int, float), default)
+        if positive and not v > 0:
+            self.fail(self.key(name), f"must be > 0, got {v}")
+        if minimum is not None and v < minimum:
+            self.fail(self.key(name), f"must be >= {minimum:g}, got {v}")
+        return v
+
+    def int_list(self, name: str, default: tuple[int, ...], *, minimum: int) -> tuple[int, ...]:
+        v = self.get(name, list, None)
+        if v is None:
+            return default
+        if not v:
+            self.fail(self.key(name), "needs at least one value")
+        for x in v:
+            if isinstance(x, bool) or not isinstance(x, int):
+                self.fail(self.key(name), f"must be a list of integers, got {x!r}")
+            if x < minimum:
+                self.fail(self.key(name), f"values must be >= {minimum}, got {x}")
+        return tuple(sorted(set(v)))
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            self.fail(self.key(unknown[0]), f"unknown key; known keys in [{self.section}]: "
+                      f"{', '.join(sorted(self.used))}")
+
+
+def _kind_name(kinds: tuple) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
+    path = Path(path)
+    where = str(path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ProfileError(f"{where}: not valid TOML: {err}") from None
+    known = {"model", "search", "constraints", "objective", "measurement"}
+    for section in doc:
+        if section not in known:
+            raise ProfileError(f"{where}: [{section}]: unknown section; sections are {', '.join(sorted(known))}")
+
+    m = _Reader(where, doc.get("model", {}), "model")
+    model = m.get("name", str, "", required=True)
+    if not model.strip():
+        m.fail("model.name", "must not be empty")
+    version = m.get("version", (str, int), "")
+    url = m.get("url", str, "") or None
+    config_path = m.get("config", str, "") or None
+    first_dim_is_batch = m.get("first_dim_is_batch", bool, False)
+    data = m.get("data", str, "random")
+    if data not in ("random", "zeros"):
+        m.fail("model.data", f"must be \"random\" or \"zeros\", got {data!r}")
+    shapes_tbl = m.get("shapes", dict, {})
+    shapes: dict[str, list[int]] = {}
+    for name, dims in shapes_tbl.items():
+        if not isinstance(dims, list) or not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+            m.fail(f"model.shapes.{name}", f"must be a list of positive integers (the per-request dims), got {dims!r}")
+        shapes[name] = list(dims)
+    m.finish()
+
+    s = _Reader(where, doc.get("search", {}), "search")
+    d = SearchSpace()
+    search = SearchSpace(
+        max_batch_size=s.int_list("max_batch_size", d.max_batch_size, minimum=1),
+        max_queue_delay_us=s.int_list("max_queue_delay_us", d.max_queue_delay_us, minimum=0),
+        preferred_batch_size=s.get("preferred_batch_size", str, d.preferred_batch_size),
+        instance_count=s.int_list("instance_count", d.instance_count, minimum=1),
+        concurrency=s.int_list("concurrency", d.concurrency, minimum=1),
+        plateau_pct=s.number("plateau_pct", d.plateau_pct, minimum=0),
+    )
+    if search.preferred_batch_size not in PREFERRED_RULES:
+        s.fail("search.preferred_batch_size", f"must be one of {', '.join(PREFERRED_RULES)}, "
+               f"got {search.preferred_batch_size!r}")
+    if max(search.concurrency) > 4096:
+        s.fail("search.concurrency", "values above 4096 are not supported")
+    s.finish()
+
+    c = _Reader(where, doc.get("constraints", {}), "constraints")
+    dc = Constraints()
+    constraints = Constraints(
+        latency_percentile=c.get("latency_percentile", str, dc.latency_percentile),
+        latency_budget_ms=float(c.number("latency_budget_ms", dc.latency_budget_ms, positive=True)),
+        min_throughput_infer_per_s=float(c.number("min_throughput_infer_per_s", 0.0, minimum=0)),
+        max_gpu_memory_mb=(float(c.number("max_gpu_memory_mb", 0, positive=True))
+                           if "max_gpu_memory_mb" in c.table else None),
+        max_error_rate=float(c.number("max_error_rate", 0.0, minimum=0)),
+    )
+    if constraints.latency_percentile not in LATENCY_KEYS:
+        c.fail("constraints.latency_percentile", f"must be one of {', '.join(LATENCY_KEYS)}")
+    if constraints.max_error_rate >= 1:
+        c.fail("constraints.max_error_rate", "is a fraction: must be < 1 (e.g. 0.001)")
+    c.finish()
+
+    o = _Reader(where, doc.get("objective", {}), "objective")
+    goal = o.get("goal", str, "max_throughput")
+    if goal not in GOALS:
+        o.fail("objective.goal", f"must be one of {', '.join(GOALS)}")
+    o.finish()
+
+    r = _Reader(where, doc.get("measurement", {}), "measurement")
+    dm = LoadSettings()
+    settings = LoadSettings(
+        warmup_s=float(r.number("warmup_s", dm.warmup_s, minimum=0)),
+        window_s=float(r.number("window_s", dm.window_s, positive=True)),
+        min_windows=int(r.number("min_windows", dm.min_windows, minimum=1, integer=True)),
+        max_windows=int(r.number("max_windows", dm.max_windows, minimum=1, integer=True)),
+        stability_pct=float(r.number("stability_pct", dm.stability_pct, positive=True)),
+        request_timeout_s=float(r.number("request_timeout_s", dm.request_timeout_s, positive=True)),
+    )
+    if settings.max_windows < settings.min_windows:
+        r.fail("measurement.max_windows", f"must be >= min_windows ({settings.min_windows})")
+    r.finish()
+
+    if config_path and not Path(config_path).is_absolute():
+        config_path = str(path.parent / config_path)
+
+    return Profile(
+        name=path.stem, path=path, model=model, version=str(version), url=url,
+        config_path=Path(config_path) if config_path else None,
+        first_dim_is_batch=first_dim_is_batch, data=data, shapes=shapes, search=search,
+        constraints=constraints, goal=goal, measurement=settings, text=text,
+    )
+
+
+RUN_PROFILE = "profile.toml"
+RUN_OVERRIDES = "overrides.json"
+
+
+def save_run_profile(run_dir: Path, profile: Profile) -> None:
+    """A run folder keeps its profile text and the CLI overrides applied to it."""
+    import json
+
+    run_dir = Path(run_dir)
+    (run_dir / RUN_PROFILE).write_text(profile.text, encoding="utf-8")
+    (run_dir / RUN_OVERRIDES).write_text(
+        json.dumps({"name": profile.name, "overrides": profile.overrides}, indent=2) + "\n", encoding="utf-8")
+
+
+def load_run_profile(run_dir: Path) -> Profile:
+    """The profile a run folder was measured with, overrides included."""
+    import json
+
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_PROFILE
+    if not path.exists():
+        raise ProfileError(f"{run_dir} has no {RUN_PROFILE}: not a run folder written by `tuner sweep`")
+    profile = parse_profile(path.read_text(encoding="utf-8"), path)
+    extra = {"name": profile.name, "overrides": {}}
+    if (run_dir / RUN_OVERRIDES).exists():
+        extra = json.loads((run_dir / RUN_OVERRIDES).read_text(encoding="utf-8"))
+    profile = replace(profile, name=extra.get("name", profile.name))
+    return profile.with_overrides(**extra.get("overrides", {}))

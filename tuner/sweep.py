@@ -1,0 +1,289 @@
+"""`tuner sweep`: every candidate config, climbed in load, on one server.
+
+For each candidate: apply it (load API, full config override), then measure
+it at increasing concurrency until throughput stops growing or the latency
+budget breaks (that point is recorded, then the candidate stops climbing).
+The model's original config is measured the same way first (the baseline).
+Each load point is appended to results.jsonl as it finishes; `resume` skips
+every point and candidate already stored. The original config is restored
+at the end, after a failure and after Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import shutil
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import __version__
+from . import config as cfgmod
+from .errors import Interrupted, ModelLoadError, ServerError, StoreError, TunerError
+from .load import LoadClient, RequestPlan, build_request
+from .outputs import finalize_run
+from .profile import Profile, save_run_profile
+from .results import (RESULTS_FILE, SCHEMA, CandidateRecord, Measurement, append_record,
+                      load_results)
+from .server import ModelSession, ServerContext, bundled_models, open_server
+
+BASELINE = "baseline"
+Event = Callable[..., None]
+
+
+@dataclass
+class SweepOutcome:
+    run_dir: Path
+    summary: dict
+    candidates_measured: int
+    candidates_failed: int
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One sweep per run folder: a second one is refused, not interleaved."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise StoreError(f"{run_dir} is in use by another tuner run; wait for it or pick another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+@contextmanager
+def signals_as_interrupts() -> Iterator[dict]:
+    """SIGTERM behaves like Ctrl-C (unwinds, restores), remembering which came."""
+    got = {"signum": signal.SIGINT}
+
+    def on_term(signum, _frame):
+        got["signum"] = signum
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def climb_stop_reason(points: list[Measurement], percentile: str, budget_ms: float,
+                      plateau_pct: float) -> str | None:
+    """Why a candidate stops climbing after its last point (None: go on)."""
+    last = points[-1]
+    if last.status != "ok":
+        return "failed"
+    s = last.summary()
+    if s.errors and s.completed == 0:
+        return "failed"
+    lat = s.latency_ms[percentile]
+    if lat != lat or lat > budget_ms:
+        return "budget"
+    if len(points) >= 2:
+        best_before = max(p.summary().throughput_infer_per_s for p in points[:-1])
+        if s.throughput_infer_per_s < best_before * (1 + plateau_pct / 100.0):
+            return "plateau"
+    return None
+
+
+class Sweep:
+    def __init__(self, profile: Profile, run_dir: Path, on_event: Event | None = None):
+        self.profile = profile
+        self.run_dir = Path(run_dir)
+        self.results_path = self.run_dir / RESULTS_FILE
+        self.emit = on_event or (lambda kind, **kw: None)
+        self.stored: dict[tuple[str, int], Measurement] = {}
+        self.ended: set[str] = set()
+        self.started = time.monotonic()
+
+    # -- stored state (resume) --
+    def _read_stored(self) -> None:
+        if not self.results_path.exists():
+            return
+        res = load_results(self.results_path)
+        self.stored = {(p.candidate_id, p.concurrency): p for p in res.points}
+        from .results import read_records
+
+        for rec in read_records(self.results_path):
+            if rec.get("type") == "candidate_end":
+                self.ended.add(rec["candidate_id"])
+
+    def _record(self, rec: dict) -> None:
+        append_record(self.results_path, rec)
+
+    # -- the original config --
+    def _original_file_config(self, srv: ServerContext, readback: cfgmod.ModelConfig) -> cfgmod.ModelConfig:
+        p = self.profile
+        if p.config_path is not None:
+            return cfgmod.read_config(p.config_path)
+        if srv.embedded is not None:
+            f = srv.embedded.model_repository / p.model / "config.pbtxt"
+            if f.exists():
+                return cfgmod.read_config(f)
+        return readback
+
+    def run(self, resume: bool = False) -> SweepOutcome:
+        p = self.profile
+        if p.url is None and p.model not in bundled_models():
+            raise ServerError(
+                f"'{p.model}' is not a bundled model ({', '.join(bundled_models())}); set [model] url in "
+                "the profile or pass --url to tune a model on a running Triton"
+            )
+        with run_lock(self.run_dir):
+            if resume:
+                self._read_stored()
+            else:
+                if self.results_path.exists():
+                    raise StoreError(f"{self.run_dir} already holds results; use --resume {self.run_dir} "
+                                     "to continue it, or pick another --out")
+            save_run_profile(self.run_dir, p)
+            with signals_as_interrupts() as got:
+                try:
+                    self._run_on_server()
+                except KeyboardInterrupt:
+                    raise Interrupted(got["signum"], f"interrupted by signal {got['signum']}: original "
+                                      f"config restored, results kept in {self.results_path}; continue with "
+                                      f"`tuner sweep --resume {self.run_dir}`") from None
+            summary = finalize_run(self.run_dir)
+        res = load_results(self.results_path)
+        measured = [c for c in res.candidates.values() if not c.is_baseline and c.status == "loaded"]
+        failed = [c for c in res.candidates.values() if c.status == "failed"]
+        if not measured and failed:
+            raise TunerError(f"every candidate failed to load or serve ({len(failed)}); first: "
+                             f"{failed[0].candidate_id}: {failed[0].reason}; results in {self.run_dir}")
+        return SweepOutcome(self.run_dir, summary, len(measured), len(failed))
+
+    def _run_on_server(self) -> None:
+        p = self.profile
+        with open_server(p.url, self.run_dir, [p.model]) as srv:
+            session = ModelSession(srv.control, p.model)
+            try:
+                readback = session.open()
+                stored_readback = self.run_dir / "original" / "readback.json"
+                if stored_readback.exists():
+                    # A resumed run: the server may still hold a candidate left by a
+                    # killed run; the original is what the first session read.
+                    readback = cfgmod.config_from_json(stored_readback.read_text(encoding="utf-8"))
+                    session.original = readback
+                original = self._original_file_config(srv, readback)
+                cfgmod.check_tunable(original, first_dim_is_batch=p.first_dim_is_batch, where=p.model)
+                orig_dir = self.run_dir / "original"
+                orig_dir.mkdir(exist_ok=True)
+                (orig_dir / "config.pbtxt").write_text(cfgmod.format_config(original), encoding="utf-8")
+                stored_readback.write_text(cfgmod.config_to_json(readback), encoding="utf-8")
+                specs = p.search.specs()
+                for spec in specs:  # validate every candidate before measuring any
+                    cfgmod.make_candidate(original, spec, first_dim_is_batch=p.first_dim_is_batch)
+                self._record({
+                    "schema": SCHEMA, "type": "run", "command": "sweep", "profile": p.name,
+                    "profile_sha256": p.sha256, "model": p.model, "version": p.version,
+                    "server": srv.describe(), "tuner_version": __version__,
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "candidates_planned": len(specs),
+                })
+                plan = build_request(readback, p.model, p.version, p.shapes, p.data)
+                asyncio.run(self._measure_all(srv, session, original, readback, specs, plan))
+            finally:
+                self._record({"schema": SCHEMA, "type": "session_end",
+                              "duration_s": time.monotonic() - self.started})
+                self.emit("restore")
+                try:
+                    session.restore()
+                except TunerError:
+                    if srv.embedded is None or srv.embedded.alive():
+                        raise
+
+    async def _measure_all(self, srv: ServerContext, session: ModelSession, original, readback,
+                           specs: list[cfgmod.CandidateSpec], plan: RequestPlan) -> None:
+        p = self.profile
+        total = len(specs) + 1
+        async with LoadClient(srv.url, p.model, p.version) as client:
+            todo = [(BASELINE, cfgmod.current_spec(readback), None)] + [
+                (s.candidate_id, s, s) for s in specs]
+            for i, (cid, spec, candidate_spec) in enumerate(todo, 1):
+                self.emit("candidate", index=i, total=total, candidate_id=cid,
+                          elapsed_s=time.monotonic() - self.started)
+                if cid in self.ended:
+                    continue
+                if candidate_spec is None:
+                    config = session.apply(readback)  # a no-op unless a candidate is loaded
+                    self._record(CandidateRecord(spec, "loaded", config_json=cfgmod.config_to_json(readback),
+                                                 is_baseline=True).to_record())
+                else:
+                    cand_cfg = cfgmod.make_candidate(original, spec, first_dim_is_batch=p.first_dim_is_batch)
+                    try:
+                        config = session.apply(cand_cfg)
+                    except ModelLoadError as err:
+                        self._record(CandidateRecord(spec, "failed", reason=str(err)).to_record())
+                        self._record({"schema": SCHEMA, "type": "candidate_end", "candidate_id": cid,
+                                      "reason": "failed"})
+                        self.emit("failed", candidate_id=cid, reason=str(err))
+                        continue
+                    self._record(CandidateRecord(spec, "loaded", config_json=cfgmod.config_to_json(config)).to_record())
+                reason = await self._climb(client, srv, cid, plan)
+                if reason == "failed":
+                    pts = [self.stored.get((cid, c)) for c in p.search.concurrency]
+                    last = [x for x in pts if x is not None][-1]
+                    self._record(CandidateRecord(spec, "failed",
+                                                 reason=f"errors under load: {last.first_error}",
+                                                 config_json=cfgmod.config_to_json(config),
+                                                 is_baseline=candidate_spec is None).to_record())
+                self._record({"schema": SCHEMA, "type": "candidate_end", "candidate_id": cid, "reason": reason})
+
+    async def _climb(self, client: LoadClient, srv: ServerContext, cid: str, plan: RequestPlan) -> str:
+        p = self.profile
+        c = p.constraints
+        points: list[Measurement] = []
+        for level in p.search.concurrency:
+            m = self.stored.get((cid, level))
+            if m is None:
+                self.emit("level", candidate_id=cid, concurrency=level)
+                samples = await client.closed_loop(plan, level, p.measurement)
+                m = Measurement(candidate_id=cid, concurrency=level, windows=samples.windows,
+                                stable=samples.stable, error_kinds=samples.error_kinds,
+                                first_error=samples.first_error, summary_windows=p.measurement.min_windows)
+                if not samples.windows or all(w.completed == 0 for w in samples.windows):
+                    m.status = "failed"
+                    if srv.embedded is not None and not srv.embedded.alive():
+                        m.first_error += f" (tritonserver exited; log: {srv.embedded.log_tail(2, one_line=True)})"
+                self._record(m.to_record())
+                self.stored[(cid, level)] = m
+                self.emit("point", candidate_id=cid, measurement=m)
+                if srv.embedded is not None and not srv.embedded.alive():
+                    raise ServerError(f"tritonserver exited during {cid} at concurrency {level}; results so far "
+                                      f"are in {self.results_path}; log: {srv.embedded.log_tail(2, one_line=True)}")
+            points.append(m)
+            reason = climb_stop_reason(points, c.latency_percentile, c.latency_budget_ms, p.search.plateau_pct)
+            if reason is not None:
+                return reason
+        return "max_load"
+
+
+def new_run_dir(profile: Profile, out: Path | None) -> Path:
+    from .paths import safe_name
+
+    if out is not None:
+        return Path(out)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return Path("reports") / f"{safe_name(profile.name)}-{stamp}"
+
+
+def resume_profile(run_dir: Path) -> Profile:
+    from .profile import load_run_profile
+
+    return load_run_profile(run_dir)
+
+
+def run_sweep(profile: Profile, run_dir: Path, *, resume: bool = False, on_event: Event | None = None) -> SweepOutcome:
+    return Sweep(profile, run_dir, on_event).run(resume=resume)
+
