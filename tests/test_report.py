@@ -237,7 +237,8 @@ def _edge_cases() -> dict[str, RunResults]:
     full = make_results()
     meta = full.meta
     rng = np.random.default_rng(3)
-    failed = {cid: replace(r, status="failed", reason="failed to load: bad config") for cid, r in full.candidates.items()}
+    failed = {cid: replace(r, status="failed", reason="failed to load: bad config")
+              for cid, r in full.candidates.items()}
     failed_pts = [replace(m, status="failed", windows=[replace(w, latencies_us=[], errors=5) for w in m.windows])
                   for m in full.points[:4]]
     base = {"baseline": full.candidates["baseline"]}

@@ -21,7 +21,6 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .config import CandidateSpec
 from .profile import Profile
 from .recommend import Constraints, OperatingPoint, Recommendation
 from .results import Measurement, RunResults
@@ -214,8 +213,8 @@ def fig_pareto(points: dict[str, list[Pt]], rec: Recommendation) -> go.Figure:
     return fig
 
 
-def _qd_label(spec: CandidateSpec) -> str:
-    return f"{spec.max_queue_delay_us} µs" if spec.dynamic_batching else "no dyn. batching"
+def _qd_label(dynamic_batching: bool, queue_delay_us: int) -> str:
+    return f"{queue_delay_us} µs" if dynamic_batching else "no dyn. batching"
 
 
 def fig_heatmap(results: RunResults, points: dict[str, list[Pt]], c: Constraints) -> go.Figure:
@@ -226,7 +225,7 @@ def fig_heatmap(results: RunResults, points: dict[str, list[Pt]], c: Constraints
     counts = sorted({r.spec.instance_count for r in cands})
     mbs = [str(x) for x in sorted({r.spec.max_batch_size for r in cands})]
     qd_specs = sorted({(r.spec.dynamic_batching, r.spec.max_queue_delay_us) for r in cands})
-    qds = [_qd_label(CandidateSpec(1, q, (), 1, db)) for db, q in qd_specs]
+    qds = [_qd_label(db, q) for db, q in qd_specs]
     fig = make_subplots(rows=1, cols=len(counts), shared_yaxes=True, horizontal_spacing=0.06,
                         subplot_titles=[f"{n} instance{'s' if n > 1 else ''}" for n in counts])
     for col, n in enumerate(counts, 1):
@@ -234,7 +233,8 @@ def fig_heatmap(results: RunResults, points: dict[str, list[Pt]], c: Constraints
         label = [[""] * len(mbs) for _ in qds]
         note = [["not in the search"] * len(mbs) for _ in qds]
         for r in (r for r in cands if r.spec.instance_count == n):
-            i, j = qds.index(_qd_label(r.spec)), mbs.index(str(r.spec.max_batch_size))
+            i = qds.index(_qd_label(r.spec.dynamic_batching, r.spec.max_queue_delay_us))
+            j = mbs.index(str(r.spec.max_batch_size))
             best = _best_feasible(points.get(r.candidate_id, []), pct)
             tp = best.s.throughput_infer_per_s if best else None
             if z[i][j] is not None and (tp is None or tp <= z[i][j]):
@@ -348,18 +348,24 @@ def candidates_table(results: RunResults, points: dict[str, list[Pt]], rec: Reco
         reason = r.reason if r and r.status == "failed" else ""
         if r and status != "failed" and points.get(cid) and best is None:
             status = "no feasible point"
+        none = ("—", "")  # (cell html, sort value)
+        spec_cells = [
+            (str(spec.max_batch_size), spec.max_batch_size),
+            (str(spec.max_queue_delay_us), spec.max_queue_delay_us) if spec.dynamic_batching else ("off", -1),
+            (esc(", ".join(map(str, spec.preferred_batch_size)) or "default"), ""),
+            (str(spec.instance_count), spec.instance_count),
+        ] if spec else [none] * 4
+        best_cells = [
+            (_f(best.s.throughput_infer_per_s), best.s.throughput_infer_per_s),
+            (_f(best.lat(pct), 2), best.lat(pct)),
+            (str(best.m.concurrency), best.m.concurrency),
+            ("yes" if best.m.stable else "NO", ""),
+        ] if best else [("—", -1)] + [none] * 3
         cells = [
             (esc(cid) + (" ★" if rec.best and rec.best.candidate_id == cid else ""), esc(cid)),
-            (str(spec.max_batch_size), spec.max_batch_size) if spec else ("—", ""),
-            ((str(spec.max_queue_delay_us), spec.max_queue_delay_us) if spec.dynamic_batching else ("off", -1))
-            if spec else ("—", ""),
-            (esc(", ".join(map(str, spec.preferred_batch_size)) or "default"), "") if spec else ("—", ""),
-            (str(spec.instance_count), spec.instance_count) if spec else ("—", ""),
+            *spec_cells,
             (esc(status), esc(status)),
-            (_f(best.s.throughput_infer_per_s), best.s.throughput_infer_per_s) if best else ("—", -1),
-            (_f(best.lat(pct), 2), best.lat(pct)) if best else ("—", ""),
-            (str(best.m.concurrency), best.m.concurrency) if best else ("—", ""),
-            ("yes" if best.m.stable else "NO", "") if best else ("—", ""),
+            *best_cells,
             (f'<span title="{esc(reason)}">{esc(_clip(reason, 160))}</span>' if reason else "", ""),
         ]
         cls = ' class="rec"' if rec.best and rec.best.candidate_id == cid else (
@@ -397,12 +403,14 @@ def metadata(results: RunResults, rec: Recommendation, profile: Profile, summary
     measured = summary.get("candidates_measured",
                            sum(1 for r in results.candidates.values() if r.status == "loaded" and not r.is_baseline))
     rows = [
-        ("model", f"{meta.get('model') or profile.model}" + (f" (version {meta['version']})" if meta.get("version") else "")),
+        ("model", f"{meta.get('model') or profile.model}"
+                  + (f" (version {meta['version']})" if meta.get("version") else "")),
         ("server", f"{server.get('url') or profile.url or 'embedded'} — Triton {server.get('version') or '?'}"
                    + (" (embedded)" if server.get("embedded") else "")),
-        ("profile", f"{summary.get('profile') or profile.name} (sha256 {meta.get('profile_sha256') or profile.sha256})"),
+        ("profile", f"{summary.get('profile') or profile.name} "
+                    f"(sha256 {meta.get('profile_sha256') or profile.sha256})"),
         ("constraints", f"{c.latency_percentile} ≤ {c.latency_budget_ms:g} ms, ≥ {c.min_throughput_infer_per_s:g} "
-                        f"infer/s, error rate ≤ {c.max_error_rate:g}"
+                        f"infer/s, errors ≤ {c.max_error_rate * 100:g}% of requests"
                         + (f", GPU memory ≤ {c.max_gpu_memory_mb:g} MB" if c.max_gpu_memory_mb else "")),
         ("candidates", f"{measured} measured, {summary.get('candidates_failed', failed)} failed, "
                        f"{len(results.points)} load points"),
@@ -410,7 +418,8 @@ def metadata(results: RunResults, rec: Recommendation, profile: Profile, summary
         ("duration", _duration(summary.get("duration_s", meta.get("duration_s")))),
         ("tuner", str(meta.get("tuner_version") or "—")),
     ]
-    return "<table class=\"meta\">" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>"
+    trs = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    return f'<table class="meta">{trs}</table>'
 
 
 def _fig_html(fig: go.Figure, div_id: str, first: bool) -> str:
@@ -434,7 +443,8 @@ table{border-collapse:collapse;font-size:13px;width:100%}
 th,td{padding:5px 8px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top}
 table.sortable th{cursor:pointer;background:#f0f2f5;position:sticky;top:0;user-select:none}
 table.sortable th.asc::after{content:" ▲"}table.sortable th.desc::after{content:" ▼"}
-td:first-child{white-space:nowrap}td:last-child{min-width:200px}.scroll{overflow-x:auto}tr.rec td{background:#fff7d6;font-weight:600}tr.failed td{color:#a11}
+td:first-child{white-space:nowrap}td:last-child{min-width:200px}.scroll{overflow-x:auto}
+tr.rec td{background:#fff7d6;font-weight:600}tr.failed td{color:#a11}
 table.meta th{width:140px;color:#555}
 pre{background:#1e1e1e;color:#ddd;padding:12px;border-radius:6px;overflow:auto;font-size:12.5px;max-height:520px}
 pre .add{color:#8fe28f}pre .del{color:#ff8a8a}pre .hunk{color:#79b8ff}pre .meta{color:#aaa;font-weight:600}

@@ -17,6 +17,13 @@ class TritonPythonModel:
         params = config.get("parameters", {})
         self.fixed_s = float(params.get("fixed_cost_ms", {}).get("string_value", "2.0")) / 1000.0
         self.per_item_s = float(params.get("per_item_cost_ms", {}).get("string_value", "0.5")) / 1000.0
+        # Emulates an engine built for a fixed maximum batch (as a TensorRT plan
+        # is): a config asking for more fails to load, like the real thing.
+        limit = params.get("max_supported_batch_size", {}).get("string_value", "")
+        if limit and int(config.get("max_batch_size", 0)) > int(limit):
+            raise pb_utils.TritonModelException(
+                f"max_batch_size {config['max_batch_size']} exceeds the engine's maximum batch size {limit}"
+            )
         self.output_name = config["output"][0]["name"]
         self.input_name = config["input"][0]["name"]
 
