@@ -1,0 +1,72 @@
+"""Shared fixtures: a real embedded Triton standing in for a user's remote server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tuner.server import EmbeddedServer, ServerControl, prepare_repository
+
+ROOT = Path(__file__).resolve().parent.parent
+TUNER = [sys.executable, "-m", "tuner.cli"]
+
+
+@pytest.fixture(scope="session")
+def remote_server(tmp_path_factory):
+    """A Triton tuner did not start (as far as the sweep knows): reached by --url."""
+    repo = prepare_repository(tmp_path_factory.mktemp("remote_repo"), ["synthetic", "identity"])
+    srv = EmbeddedServer(repo, tmp_path_factory.mktemp("remote_logs") / "tritonserver.log")
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture()
+def remote_control(remote_server):
+    ctl = ServerControl(remote_server.url, remote_server.log_path)
+    try:
+        yield ctl
+    finally:
+        ctl.close()
+
+
+def write_profile(path: Path, *, model: str = "synthetic", url: str | None = None, config: str | None = None,
+                  max_batch_size=(4, 16), queue_delay_us=(0,), instances=(1,), concurrency=(1, 8),
+                  budget_ms: float = 50.0, window_s: float = 0.4, extra_model: str = "") -> Path:
+    """A small, fast profile for tests."""
+    lines = ["[model]", f'name = "{model}"']
+    if url:
+        lines.append(f'url = "{url}"')
+    if config:
+        lines.append(f'config = "{config}"')
+    if extra_model:
+        lines.append(extra_model)
+    lines += [
+        "[search]",
+        f"max_batch_size = {list(max_batch_size)}",
+        f"max_queue_delay_us = {list(queue_delay_us)}",
+        f"instance_count = {list(instances)}",
+        f"concurrency = {list(concurrency)}",
+        "[constraints]",
+        'latency_percentile = "p99"',
+        f"latency_budget_ms = {budget_ms}",
+        "[measurement]",
+        "warmup_s = 0.3",
+        f"window_s = {window_s}",
+        "min_windows = 3",
+        "max_windows = 4",
+        "stability_pct = 15.0",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
