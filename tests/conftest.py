@@ -37,7 +37,8 @@ def remote_control(remote_server):
 
 def write_profile(path: Path, *, model: str = "synthetic", url: str | None = None, config: str | None = None,
                   max_batch_size=(4, 16), queue_delay_us=(0,), instances=(1,), concurrency=(1, 8),
-                  budget_ms: float = 50.0, window_s: float = 0.4, extra_model: str = "") -> Path:
+                  budget_ms: float = 50.0, window_s: float = 0.4, extra_model: str = "",
+                  preferred: str = "none") -> Path:
     """A small, fast profile for tests."""
     lines = ["[model]", f'name = "{model}"']
     if url:
@@ -50,6 +51,7 @@ def write_profile(path: Path, *, model: str = "synthetic", url: str | None = Non
         "[search]",
         f"max_batch_size = {list(max_batch_size)}",
         f"max_queue_delay_us = {list(queue_delay_us)}",
+        f'preferred_batch_size = "{preferred}"',
         f"instance_count = {list(instances)}",
         f"concurrency = {list(concurrency)}",
         "[constraints]",

@@ -200,3 +200,18 @@ def test_second_sweep_on_same_run_folder_is_refused(tmp_path):
         with pytest.raises(StoreError, match="in use"):
             with run_lock(run):
                 pass
+
+
+def test_original_config_back_after_a_completed_remote_sweep(remote_server, remote_control, tmp_path):
+    remote_control.load("synthetic")
+    original = format_config(remote_control.model_config("synthetic"))
+    prof = load_profile(str(write_profile(tmp_path / "p.toml", url=remote_server.url, max_batch_size=(4,),
+                                          queue_delay_us=(500,), instances=(2,), concurrency=(2,))))
+    outcome = run_sweep(prof, tmp_path / "run")
+    assert outcome.candidates_measured == 1
+    assert format_config(remote_control.model_config("synthetic")) == original
+    # the candidate record keeps the config the server read back (defaults filled in)
+    res = load_results(tmp_path / "run")
+    cand = res.candidates["mbs4-qd500-pbsauto-i2"]
+    assert '"max_queue_delay_microseconds":"500"' in cand.config_json.replace(" ", "")
+    assert '"preferred_batch_size":[4]' in cand.config_json.replace(" ", "")

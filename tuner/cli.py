@@ -58,7 +58,7 @@ def candidates(
     max_batch_size: str = typer.Option("8,16,32", help="comma-separated max_batch_size values"),
     queue_delay_us: str = typer.Option("0", help="comma-separated max_queue_delay_microseconds values"),
     instances: str = typer.Option("1", help="comma-separated instance counts"),
-    preferred: str = typer.Option("none", help="preferred_batch_size rule: none, max, halves"),
+    preferred: str = typer.Option("none", help="comma-separated preferred_batch_size rules: none, max, halves"),
     first_dim_is_batch: bool = typer.Option(False, help="for max_batch_size 0 models whose first dim is a batch dim"),
     out: Path = typer.Option(..., help="folder to write <candidate-id>/config.pbtxt into"),
 ) -> None:
@@ -69,7 +69,7 @@ def candidates(
         _ints(max_batch_size, "--max-batch-size"),
         _ints(queue_delay_us, "--queue-delay-us"),
         _ints(instances, "--instances"),
-        preferred,
+        [r.strip() for r in preferred.split(",") if r.strip()],
     )
     written = cfgmod.write_candidates(original, specs, out, first_dim_is_batch=first_dim_is_batch)
     for spec, path in written:

@@ -305,20 +305,29 @@ def expand_specs(
     max_batch_sizes: list[int],
     queue_delays_us: list[int],
     instance_counts: list[int],
-    preferred_rule: str = "none",
+    preferred_rule: str | list[str] = "none",
 ) -> list[CandidateSpec]:
-    """Every combination of the given values; preferred sizes by rule.
+    """Every combination of the given values; preferred sizes by rule(s).
 
-    Rules: "none" (Triton's default, preferred = max_batch_size),
-    "max" (explicitly [max_batch_size]), "halves" ([mbs/2, mbs]).
+    Rules: "none" (Triton's default, which prefers max_batch_size), "max"
+    (explicitly [max_batch_size]), "halves" ([mbs/2, mbs]). Rules that give
+    the same effective preferred sizes for a max_batch_size yield one candidate.
     """
+    rules = [preferred_rule] if isinstance(preferred_rule, str) else list(preferred_rule)
     specs: list[CandidateSpec] = []
     for mbs in max_batch_sizes:
-        for qd in queue_delays_us:
-            for n in instance_counts:
-                specs.append(
-                    CandidateSpec(mbs, qd, preferred_sizes(mbs, preferred_rule), n)
-                )
+        seen: set[tuple[int, ...]] = set()
+        sizes = []
+        for rule in rules:
+            pbs = preferred_sizes(mbs, rule)
+            effective = pbs or (mbs,)
+            if effective not in seen:
+                seen.add(effective)
+                sizes.append(pbs)
+        for pbs in sizes:
+            for qd in queue_delays_us:
+                for n in instance_counts:
+                    specs.append(CandidateSpec(mbs, qd, pbs, n))
     return specs
 
 

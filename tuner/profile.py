@@ -4,7 +4,8 @@ reported as one line naming the file, the key and the fix.
 
     [model]        name, version, url, config (path to its config.pbtxt, optional),
                    first_dim_is_batch, data ("random" | "zeros"), [model.shapes]
-    [search]       max_batch_size, max_queue_delay_us, preferred_batch_size (rule),
+    [search]       max_batch_size, max_queue_delay_us, preferred_batch_size (a rule or list of rules:
+                   none, max, halves),
                    instance_count, concurrency (load levels, climbed in order),
                    plateau_pct (stop climbing when throughput grows less than this)
     [constraints]  latency_percentile, latency_budget_ms, min_throughput_infer_per_s,
@@ -40,7 +41,7 @@ PROFILES_DIR = Path("profiles")
 class SearchSpace:
     max_batch_size: tuple[int, ...] = (1, 4, 8, 16)
     max_queue_delay_us: tuple[int, ...] = (0, 1000)
-    preferred_batch_size: str = "none"
+    preferred_batch_size: tuple[str, ...] = ("none", "halves")
     instance_count: tuple[int, ...] = (1,)
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     plateau_pct: float = 3.0
@@ -181,6 +182,16 @@ def _kind_name(kinds: tuple) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+def _rules(s: _Reader, value) -> tuple[str, ...]:
+    rules = (value,) if isinstance(value, str) else tuple(value)
+    if not rules:
+        s.fail("search.preferred_batch_size", "needs at least one rule")
+    for r in rules:
+        if r not in PREFERRED_RULES:
+            s.fail("search.preferred_batch_size", f"rules must be among {', '.join(PREFERRED_RULES)}, got {r!r}")
+    return rules
+
+
 def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
     path = Path(path)
     where = str(path)
@@ -217,14 +228,11 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
     search = SearchSpace(
         max_batch_size=s.int_list("max_batch_size", d.max_batch_size, minimum=1),
         max_queue_delay_us=s.int_list("max_queue_delay_us", d.max_queue_delay_us, minimum=0),
-        preferred_batch_size=s.get("preferred_batch_size", str, d.preferred_batch_size),
+        preferred_batch_size=_rules(s, s.get("preferred_batch_size", (str, list), d.preferred_batch_size)),
         instance_count=s.int_list("instance_count", d.instance_count, minimum=1),
         concurrency=s.int_list("concurrency", d.concurrency, minimum=1),
         plateau_pct=s.number("plateau_pct", d.plateau_pct, minimum=0),
     )
-    if search.preferred_batch_size not in PREFERRED_RULES:
-        s.fail("search.preferred_batch_size", f"must be one of {', '.join(PREFERRED_RULES)}, "
-               f"got {search.preferred_batch_size!r}")
     if max(search.concurrency) > 4096:
         s.fail("search.concurrency", "values above 4096 are not supported")
     s.finish()
