@@ -369,6 +369,12 @@ class ServerControl:
         try:
             return fn(*args, client_timeout=self.timeout_s, **kwargs)
         except InferenceServerException as err:
+            msg = _message(err)
+            if "polling is enabled" in msg or "explicit model load" in msg.lower():
+                raise ServerError(
+                    f"Triton at {self.url} does not allow loading models; "
+                    "start tritonserver with --model-control-mode=explicit"
+                ) from None
             if "UNAVAILABLE" in _status(err) or "DEADLINE" in _status(err):
                 raise ServerError(
                     f"Triton at {self.url} is unreachable ({what}: {_message(err)[:120]}); "
@@ -443,11 +449,6 @@ class ServerControl:
             )
         except InferenceServerException as err:
             msg = _message(err)
-            if "polling is enabled" in msg or "explicit model load" in msg.lower():
-                raise ServerError(
-                    f"Triton at {self.url} does not allow loading models; "
-                    "start tritonserver with --model-control-mode=explicit"
-                ) from None
             detail = self._log_errors(since, model)
             reason = f"{msg}" + (f" (server log: {detail})" if detail else "")
             raise ModelLoadError(f"'{model}' failed to load: {reason}") from None

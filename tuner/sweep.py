@@ -30,9 +30,10 @@ from .outputs import finalize_run
 from .profile import Profile, save_run_profile
 from .results import (RESULTS_FILE, SCHEMA, CandidateRecord, Measurement, append_record,
                       load_results)
-from .server import ModelSession, ServerContext, bundled_models, open_server
+from .server import ModelSession, ServerContext, ServerControl, bundled_models, open_server
 
 BASELINE = "baseline"
+MAX_RESTARTS = 3
 Event = Callable[..., None]
 
 
@@ -105,13 +106,16 @@ class Sweep:
         self.stored: dict[tuple[str, int], Measurement] = {}
         self.ended: set[str] = set()
         self.started = time.monotonic()
+        self.restarts = 0
+        self.points_recorded = False
 
     # -- stored state (resume) --
     def _read_stored(self) -> None:
         if not self.results_path.exists():
             return
         res = load_results(self.results_path)
-        self.stored = {(p.candidate_id, p.concurrency): p for p in res.points}
+        # Failed points (server gone, killed run) are measured again.
+        self.stored = {(p.candidate_id, p.concurrency): p for p in res.points if p.status == "ok"}
         from .results import read_records
 
         for rec in read_records(self.results_path):
@@ -120,6 +124,7 @@ class Sweep:
 
     def _record(self, rec: dict) -> None:
         append_record(self.results_path, rec)
+        self.points_recorded = self.points_recorded or rec.get("type") == "point"
 
     # -- the original config --
     def _original_file_config(self, srv: ServerContext, readback: cfgmod.ModelConfig) -> cfgmod.ModelConfig:
@@ -150,6 +155,11 @@ class Sweep:
             with signals_as_interrupts() as got:
                 try:
                     self._run_on_server()
+                except ServerError as err:
+                    if not (self.points_recorded or self.stored) or "--resume" in str(err):
+                        raise
+                    raise type(err)(f"{err}; results so far are in {self.results_path}; continue with "
+                                    f"`tuner sweep --resume {self.run_dir}`") from None
                 except KeyboardInterrupt:
                     raise Interrupted(got["signum"], f"interrupted by signal {got['signum']}: original "
                                       f"config restored, results kept in {self.results_path}; continue with "
@@ -193,54 +203,94 @@ class Sweep:
                 })
                 plan = build_request(readback, p.model, p.version, p.shapes, p.data)
                 asyncio.run(self._measure_all(srv, session, original, readback, specs, plan))
-            finally:
-                self._record({"schema": SCHEMA, "type": "session_end",
-                              "duration_s": time.monotonic() - self.started})
-                self.emit("restore")
-                try:
-                    session.restore()
-                except TunerError:
-                    if srv.embedded is None or srv.embedded.alive():
-                        raise
+            except BaseException:
+                self._finish_session(srv, session, failing=True)
+                raise
+            else:
+                self._finish_session(srv, session, failing=False)
+
+    def _finish_session(self, srv: ServerContext, session: ModelSession, failing: bool) -> None:
+        self._record({"schema": SCHEMA, "type": "session_end", "duration_s": time.monotonic() - self.started})
+        self.emit("restore")
+        try:
+            session.restore()
+        except TunerError:
+            # A server that went away cannot be restored; don't hide why the run stopped.
+            if not failing and (srv.embedded is None or srv.embedded.alive()):
+                raise
+
+    def _restart_embedded(self, srv: ServerContext, session: ModelSession, why: str) -> None:
+        """Bring a killed embedded server back with the original config loaded."""
+        self.restarts += 1
+        if srv.embedded is None or self.restarts > MAX_RESTARTS:
+            raise ServerError(f"tritonserver exited {self.restarts} times ({why}); results so far are in "
+                              f"{self.results_path}; continue with `tuner sweep --resume {self.run_dir}`")
+        self.emit("restart", reason=why)
+        t0 = time.monotonic()
+        srv.embedded.stop()
+        srv.embedded.start()  # same gRPC port unless it was taken meanwhile
+        srv.url = srv.embedded.url
+        srv.control.close()
+        srv.control = ServerControl(srv.url, srv.embedded.log_path)
+        session.control = srv.control
+        srv.control.load(session.model, session.original)
+        self._record({"schema": SCHEMA, "type": "server_restart", "reason": why,
+                      "restart_s": time.monotonic() - t0})
 
     async def _measure_all(self, srv: ServerContext, session: ModelSession, original, readback,
                            specs: list[cfgmod.CandidateSpec], plan: RequestPlan) -> None:
         p = self.profile
         total = len(specs) + 1
-        async with LoadClient(srv.url, p.model, p.version) as client:
-            todo = [(BASELINE, cfgmod.current_spec(readback), None)] + [
-                (s.candidate_id, s, s) for s in specs]
-            for i, (cid, spec, candidate_spec) in enumerate(todo, 1):
-                self.emit("candidate", index=i, total=total, candidate_id=cid,
-                          elapsed_s=time.monotonic() - self.started)
-                if cid in self.ended:
-                    continue
-                if candidate_spec is None:
-                    config = session.apply(readback)  # a no-op unless a candidate is loaded
-                    self._record(CandidateRecord(spec, "loaded", config_json=cfgmod.config_to_json(readback),
-                                                 is_baseline=True).to_record())
-                else:
-                    cand_cfg = cfgmod.make_candidate(original, spec, first_dim_is_batch=p.first_dim_is_batch)
-                    try:
-                        config = session.apply(cand_cfg)
-                    except ModelLoadError as err:
-                        self._record(CandidateRecord(spec, "failed", reason=str(err)).to_record())
-                        self._record({"schema": SCHEMA, "type": "candidate_end", "candidate_id": cid,
-                                      "reason": "failed"})
-                        self.emit("failed", candidate_id=cid, reason=str(err))
-                        continue
-                    self._record(CandidateRecord(spec, "loaded", config_json=cfgmod.config_to_json(config)).to_record())
-                reason = await self._climb(client, srv, cid, plan)
-                if reason == "failed":
-                    pts = [self.stored.get((cid, c)) for c in p.search.concurrency]
-                    last = [x for x in pts if x is not None][-1]
-                    self._record(CandidateRecord(spec, "failed",
-                                                 reason=f"errors under load: {last.first_error}",
-                                                 config_json=cfgmod.config_to_json(config),
-                                                 is_baseline=candidate_spec is None).to_record())
-                self._record({"schema": SCHEMA, "type": "candidate_end", "candidate_id": cid, "reason": reason})
+        todo = [(BASELINE, cfgmod.current_spec(readback), None)] + [(s.candidate_id, s, s) for s in specs]
+        for i, (cid, spec, candidate_spec) in enumerate(todo, 1):
+            self.emit("candidate", index=i, total=total, candidate_id=cid,
+                      elapsed_s=time.monotonic() - self.started)
+            if cid in self.ended:
+                continue
+            for attempt in (1, 2):  # a server killed under a candidate gets one more try
+                try:
+                    reason = await self._measure_candidate(srv, session, original, readback, cid, spec,
+                                                           candidate_spec, plan)
+                    break
+                except _ServerDied as died:
+                    self._restart_embedded(srv, session, str(died))
+                    if attempt == 2:
+                        self._record(CandidateRecord(spec, "failed", reason=f"tritonserver exited twice: {died}",
+                                                     is_baseline=candidate_spec is None).to_record())
+                        reason = "failed"
+            self._record({"schema": SCHEMA, "type": "candidate_end", "candidate_id": cid, "reason": reason})
 
-    async def _climb(self, client: LoadClient, srv: ServerContext, cid: str, plan: RequestPlan) -> str:
+    async def _measure_candidate(self, srv, session, original, readback, cid, spec, candidate_spec, plan) -> str:
+        p = self.profile
+        try:
+            if candidate_spec is None:
+                config = session.apply(readback)  # a no-op unless a candidate is loaded
+            else:
+                cand_cfg = cfgmod.make_candidate(original, spec, first_dim_is_batch=p.first_dim_is_batch)
+                config = session.apply(cand_cfg)
+        except ModelLoadError as err:
+            if srv.embedded is not None and not srv.embedded.alive():
+                raise _ServerDied(f"while loading {cid}") from None
+            self._record(CandidateRecord(spec, "failed", reason=str(err),
+                                         is_baseline=candidate_spec is None).to_record())
+            self.emit("failed", candidate_id=cid, reason=str(err))
+            return "failed"
+        except ServerError:
+            if srv.embedded is not None and not srv.embedded.alive():
+                raise _ServerDied(f"while loading {cid}") from None
+            raise
+        self._record(CandidateRecord(spec, "loaded", config_json=cfgmod.config_to_json(config),
+                                     is_baseline=candidate_spec is None).to_record())
+        async with LoadClient(srv.url, p.model, p.version) as client:
+            reason, last = await self._climb(client, srv, cid, plan)
+        if reason == "failed":
+            self._record(CandidateRecord(spec, "failed", reason=f"errors under load: {last.first_error}",
+                                         config_json=cfgmod.config_to_json(config),
+                                         is_baseline=candidate_spec is None).to_record())
+        return reason
+
+    async def _climb(self, client: LoadClient, srv: ServerContext, cid: str,
+                     plan: RequestPlan) -> tuple[str, Measurement | None]:
         p = self.profile
         c = p.constraints
         points: list[Measurement] = []
@@ -254,19 +304,43 @@ class Sweep:
                                 first_error=samples.first_error, summary_windows=p.measurement.min_windows)
                 if not samples.windows or all(w.completed == 0 for w in samples.windows):
                     m.status = "failed"
-                    if srv.embedded is not None and not srv.embedded.alive():
-                        m.first_error += f" (tritonserver exited; log: {srv.embedded.log_tail(2, one_line=True)})"
+                died = srv.embedded is not None and not srv.embedded.alive()
+                gone = (srv.embedded is None and (m.status == "failed" or "UNAVAILABLE" in m.error_kinds)
+                        and not self._reachable(srv))
+                if died:
+                    m.status = "failed"
+                    m.first_error += f" (tritonserver exited; log: {srv.embedded.log_tail(2, one_line=True)})"
+                if gone:
+                    m.status = "failed"
+                    m.first_error += f" (Triton at {srv.url} went away)"
+                # A failed point is kept on disk but measured again by a restart or --resume.
                 self._record(m.to_record())
-                self.stored[(cid, level)] = m
                 self.emit("point", candidate_id=cid, measurement=m)
-                if srv.embedded is not None and not srv.embedded.alive():
-                    raise ServerError(f"tritonserver exited during {cid} at concurrency {level}; results so far "
-                                      f"are in {self.results_path}; log: {srv.embedded.log_tail(2, one_line=True)}")
+                if died:
+                    raise _ServerDied(f"during {cid} at concurrency {level}")
+                if gone:
+                    raise ServerError(
+                        f"Triton at {srv.url} went away during {cid} at concurrency {level}; completed points "
+                        f"are in {self.results_path}; when it is back, continue with "
+                        f"`tuner sweep --resume {self.run_dir}`")
+                self.stored[(cid, level)] = m
             points.append(m)
             reason = climb_stop_reason(points, c.latency_percentile, c.latency_budget_ms, p.search.plateau_pct)
             if reason is not None:
-                return reason
-        return "max_load"
+                return reason, m
+        return "max_load", points[-1] if points else None
+
+    @staticmethod
+    def _reachable(srv: ServerContext) -> bool:
+        try:
+            srv.control.wait_ready(3.0)
+            return True
+        except ServerError:
+            return False
+
+
+class _ServerDied(Exception):
+    """The embedded server exited under load (internal: triggers a restart)."""
 
 
 def new_run_dir(profile: Profile, out: Path | None) -> Path:
