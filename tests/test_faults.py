@@ -226,3 +226,9 @@ def test_large_inputs(tmp_path):
                           settings=LoadSettings(warmup_s=0.3, window_s=0.5, min_windows=3, max_windows=3))
         s = r.points[0].summary()
         assert s.errors == 0 and s.completed > 0, r.points[0].first_error
+
+
+def test_wrong_model_version_lists_served_versions(remote_server, tmp_path):
+    profile = write_profile(tmp_path / "p.toml", url=remote_server.url, extra_model='version = "7"')
+    proc, line, _ = _one_line_error(["sweep", str(profile), "--out", str(tmp_path / "r")])
+    assert "version 7" in line and "ready versions: 1" in line

@@ -358,3 +358,19 @@ def test_table_sorts_on_header_click(tmp_path, report_html):
     assert values == sorted(values, reverse=True) and len(values) == len(first_cells) == 17
     rec = recommend(make_results(), make_profile().constraints)
     assert first_cells[0].startswith(rec.best.candidate_id)  # the fastest first after two clicks
+
+
+def test_error_rate_is_shown_per_candidate():
+    results = make_results()
+    cid = "mbs4-qd0-pbsauto-i1"
+    pts = [p for p in results.points if p.candidate_id == cid]
+    for p in pts:
+        for w in p.windows:
+            w.errors = len(w.latencies_us) // 9  # ~10% of requests failed
+    errors = sum(w.errors for p in pts for w in p.windows)
+    done = sum(w.completed for p in pts for w in p.windows)
+    html = render(results)
+    row = html[html.index(f">{cid}<"):]
+    row = row[:row.index("</tr>")]
+    assert f"{errors / (errors + done) * 100:.2f}%" in row
+    assert "error rate" in html

@@ -74,7 +74,7 @@ def measure_model(
         )
     with open_server(url, run_dir, [model]) as srv:
         server_info = srv.describe()
-        session = ModelSession(srv.control, model)
+        session = ModelSession(srv.control, model, version)
         try:
             original = session.open()
             append_record(results_path, {

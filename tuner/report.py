@@ -338,7 +338,7 @@ def headline(rec: Recommendation) -> str:
 def candidates_table(results: RunResults, points: dict[str, list[Pt]], rec: Recommendation) -> str:
     pct = rec.constraints.latency_percentile
     heads = ["candidate", "max_batch_size", "queue delay (µs)", "preferred sizes", "instances", "status",
-             "best feasible infer/s", f"{pct} (ms)", "concurrency", "stable", "failure reason"]
+             "best feasible infer/s", f"{pct} (ms)", "concurrency", "stable", "error rate", "failure reason"]
     rows = []
     for cid in _candidate_ids(results):
         r = results.candidates.get(cid)
@@ -366,6 +366,7 @@ def candidates_table(results: RunResults, points: dict[str, list[Pt]], rec: Reco
             *spec_cells,
             (esc(status), esc(status)),
             *best_cells,
+            _error_rate_cell(points.get(cid, [])),
             (f'<span title="{esc(reason)}">{esc(_clip(reason, 160))}</span>' if reason else "", ""),
         ]
         cls = ' class="rec"' if rec.best and rec.best.candidate_id == cid else (
@@ -375,6 +376,16 @@ def candidates_table(results: RunResults, points: dict[str, list[Pt]], rec: Reco
     ths = "".join(f'<th data-col="{i}" title="click to sort">{esc(h)}</th>' for i, h in enumerate(heads))
     return (f'<div class="scroll"><table id="candidates" class="sortable"><thead><tr>{ths}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _error_rate_cell(pts: list[Pt]) -> tuple[str, float]:
+    """Failed requests over all of a candidate's measured windows (gRPC errors, bad outputs)."""
+    errors = sum(w.errors for p in pts for w in p.m.windows)
+    total = errors + sum(w.completed for p in pts for w in p.m.windows)
+    if total == 0:
+        return "—", -1
+    rate = errors / total
+    return (f"{rate * 100:.2f}%" if errors else "0"), rate
 
 
 def diff_html(diff: str) -> str:

@@ -424,11 +424,22 @@ class ServerControl:
                 "fix the model name in the profile or --model"
             )
 
-    def is_loaded(self, model: str) -> bool:
+    def is_loaded(self, model: str, version: str = "") -> bool:
         try:
-            return bool(self.client.is_model_ready(model, client_timeout=self.timeout_s))
+            return bool(self.client.is_model_ready(model, version, client_timeout=self.timeout_s))
         except InferenceServerException:
             return False
+
+    def check_version(self, model: str, version: str) -> None:
+        if not version or self.is_loaded(model, version):
+            return
+        idx = self._call("repository index", self.client.get_model_repository_index, as_json=True)
+        ready = sorted({m.get("version", "") for m in idx.get("models", [])
+                        if m.get("name") == model and m.get("state") == "READY"} - {""})
+        raise ServerError(
+            f"version {version} of model '{model}' is not being served (ready versions: "
+            f"{', '.join(ready) or 'none'}); fix [model] version in the profile, or the model's version_policy"
+        )
 
     def model_config(self, model: str, version: str = "") -> cfgmod.ModelConfig:
         try:
@@ -492,9 +503,10 @@ class ModelSession:
         # the original config (or unloaded state) is restored here
     """
 
-    def __init__(self, control: ServerControl, model: str):
+    def __init__(self, control: ServerControl, model: str, version: str = ""):
         self.control = control
         self.model = model
+        self.version = version
         self.was_loaded = False
         self.original: cfgmod.ModelConfig | None = None
 
@@ -504,6 +516,11 @@ class ModelSession:
         if not self.was_loaded:
             self.control.load(self.model)
         self.original = self.control.model_config(self.model)
+        try:
+            self.control.check_version(self.model, self.version)
+        except ServerError:
+            self.restore()
+            raise
         return self.original
 
     def apply(self, cfg: cfgmod.ModelConfig) -> cfgmod.ModelConfig:

@@ -176,7 +176,7 @@ class Sweep:
     def _run_on_server(self) -> None:
         p = self.profile
         with open_server(p.url, self.run_dir, [p.model]) as srv:
-            session = ModelSession(srv.control, p.model)
+            session = ModelSession(srv.control, p.model, p.version)
             try:
                 readback = session.open()
                 stored_readback = self.run_dir / "original" / "readback.json"
