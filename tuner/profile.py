@@ -7,7 +7,8 @@ reported as one line naming the file, the key and the fix.
     [search]       max_batch_size, max_queue_delay_us, preferred_batch_size (a rule or list of rules:
                    none, max, halves),
                    instance_count, concurrency (load levels, climbed in order),
-                   plateau_pct (stop climbing when throughput grows less than this)
+                   plateau_pct (stop climbing when throughput grows less than this),
+                   strategy ("grid")
     [constraints]  latency_percentile, latency_budget_ms, min_throughput_infer_per_s,
                    max_gpu_memory_mb, max_error_rate
     [objective]    goal = "max_throughput"
@@ -45,6 +46,7 @@ class SearchSpace:
     instance_count: tuple[int, ...] = (1,)
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     plateau_pct: float = 3.0
+    strategy: str = "grid"
 
     def specs(self) -> list[CandidateSpec]:
         return expand_specs(list(self.max_batch_size), list(self.max_queue_delay_us),
@@ -232,7 +234,12 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
         instance_count=s.int_list("instance_count", d.instance_count, minimum=1),
         concurrency=s.int_list("concurrency", d.concurrency, minimum=1),
         plateau_pct=s.number("plateau_pct", d.plateau_pct, minimum=0),
+        strategy=s.get("strategy", str, d.strategy),
     )
+    from .search import STRATEGIES
+
+    if search.strategy not in STRATEGIES:
+        s.fail("search.strategy", f"must be one of {', '.join(STRATEGIES)}, got {search.strategy!r}")
     if max(search.concurrency) > 4096:
         s.fail("search.concurrency", "values above 4096 are not supported")
     s.finish()

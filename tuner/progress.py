@@ -51,7 +51,11 @@ class SweepProgress:
                 f"  {m.candidate_id} c={m.concurrency}: {s.throughput_infer_per_s:.1f} infer/s "
                 f"p99 {s.latency_ms['p99']:.2f} ms{'' if m.stable else ' (unstable)'}"
                 f"{' errors ' + str(s.errors) if s.errors else ''}")
+        elif kind == "skipped":
+            self.progress.console.print(f"  {info['candidate_id']} skipped: {info['reason']}", markup=False)
+        elif kind == "restart":
+            self.progress.console.print(f"  tritonserver exited ({info['reason']}); restarted", markup=False)
         elif kind == "failed":
-            self.progress.console.print(f"  {info['candidate_id']} FAILED: {info['reason']}")
+            self.progress.console.print(f"  {info['candidate_id']} FAILED: {info['reason']}", markup=False)
         elif kind == "restore" and self.task is not None:
             self.progress.update(self.task, completed=self.progress.tasks[0].total, description="restoring original config")

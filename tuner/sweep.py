@@ -26,13 +26,13 @@ from . import __version__
 from . import config as cfgmod
 from .errors import Interrupted, ModelLoadError, ServerError, StoreError, TunerError
 from .load import LoadClient, RequestPlan, build_request
+from .search import BASELINE, make_strategy
 from .outputs import finalize_run
 from .profile import Profile, save_run_profile
 from .results import (RESULTS_FILE, SCHEMA, CandidateRecord, Measurement, append_record,
                       load_results)
 from .server import ModelSession, ServerContext, ServerControl, bundled_models, open_server
 
-BASELINE = "baseline"
 MAX_RESTARTS = 3
 Event = Callable[..., None]
 
@@ -78,25 +78,6 @@ def signals_as_interrupts() -> Iterator[dict]:
         signal.signal(signal.SIGTERM, old)
 
 
-def climb_stop_reason(points: list[Measurement], percentile: str, budget_ms: float,
-                      plateau_pct: float) -> str | None:
-    """Why a candidate stops climbing after its last point (None: go on)."""
-    last = points[-1]
-    if last.status != "ok":
-        return "failed"
-    s = last.summary()
-    if s.errors and s.completed == 0:
-        return "failed"
-    lat = s.latency_ms[percentile]
-    if lat != lat or lat > budget_ms:
-        return "budget"
-    if len(points) >= 2:
-        best_before = max(p.summary().throughput_infer_per_s for p in points[:-1])
-        if s.throughput_infer_per_s < best_before * (1 + plateau_pct / 100.0):
-            return "plateau"
-    return None
-
-
 class Sweep:
     def __init__(self, profile: Profile, run_dir: Path, on_event: Event | None = None):
         self.profile = profile
@@ -105,6 +86,7 @@ class Sweep:
         self.emit = on_event or (lambda kind, **kw: None)
         self.stored: dict[tuple[str, int], Measurement] = {}
         self.ended: set[str] = set()
+        self.failed_before: dict[str, str] = {}
         self.started = time.monotonic()
         self.restarts = 0
         self.points_recorded = False
@@ -121,6 +103,9 @@ class Sweep:
         for rec in read_records(self.results_path):
             if rec.get("type") == "candidate_end":
                 self.ended.add(rec["candidate_id"])
+        # Candidates that failed to load are not loaded again on resume.
+        self.failed_before = {cid: c.reason for cid, c in res.candidates.items()
+                              if c.status == "failed" and not any(p.candidate_id == cid for p in res.points)}
 
     def _record(self, rec: dict) -> None:
         append_record(self.results_path, rec)
@@ -240,95 +225,126 @@ class Sweep:
     async def _measure_all(self, srv: ServerContext, session: ModelSession, original, readback,
                            specs: list[cfgmod.CandidateSpec], plan: RequestPlan) -> None:
         p = self.profile
-        total = len(specs) + 1
-        todo = [(BASELINE, cfgmod.current_spec(readback), None)] + [(s.candidate_id, s, s) for s in specs]
-        for i, (cid, spec, candidate_spec) in enumerate(todo, 1):
-            self.emit("candidate", index=i, total=total, candidate_id=cid,
-                      elapsed_s=time.monotonic() - self.started)
-            if cid in self.ended:
-                continue
-            for attempt in (1, 2):  # a server killed under a candidate gets one more try
+        candidates = [(BASELINE, cfgmod.current_spec(readback))] + [(s.candidate_id, s) for s in specs]
+        configs = {BASELINE: readback}
+        strategy = make_strategy(p.search.strategy, p, candidates)
+        started: list[str] = []
+        loaded: str | None = None
+        deaths: dict[str, int] = {}
+        client: LoadClient | None = None
+        try:
+            while (step := strategy.next_step()) is not None:
+                cid = step.candidate_id
+                if step.kind == "end":
+                    if cid not in self.ended:
+                        self._record({"schema": SCHEMA, "type": "candidate_end", "candidate_id": cid,
+                                      "reason": step.reason})
+                    continue
+                if step.kind == "skip":
+                    if cid not in self.ended:
+                        self._record(CandidateRecord(step.spec, "skipped", reason=step.reason).to_record())
+                        self._record({"schema": SCHEMA, "type": "candidate_end", "candidate_id": cid,
+                                      "reason": "skipped"})
+                    self.emit("skipped", candidate_id=cid, reason=step.reason)
+                    continue
+                if cid not in started:
+                    started.append(cid)
+                    self.emit("candidate", index=len(started), total=len(candidates), candidate_id=cid,
+                              elapsed_s=time.monotonic() - self.started)
+                stored = self.stored.get((cid, step.concurrency))
+                if stored is not None:
+                    strategy.observe(stored)
+                    continue
+                if cid in self.failed_before:
+                    strategy.observe_failed(cid, self.failed_before[cid])
+                    continue
                 try:
-                    reason = await self._measure_candidate(srv, session, original, readback, cid, spec,
-                                                           candidate_spec, plan)
-                    break
+                    if loaded != cid:
+                        loaded = None
+                        reason = self._apply(srv, session, original, configs, cid, step.spec)
+                        if reason is not None:
+                            strategy.observe_failed(cid, reason)
+                            continue
+                        loaded = cid
+                        if client is not None:
+                            await client.__aexit__(None, None, None)
+                        client = await LoadClient(srv.url, p.model, p.version).__aenter__()
+                    m = await self._measure_point(client, srv, cid, step.concurrency, plan)
                 except _ServerDied as died:
+                    loaded = None
+                    deaths[cid] = deaths.get(cid, 0) + 1
                     self._restart_embedded(srv, session, str(died))
-                    if attempt == 2:
-                        self._record(CandidateRecord(spec, "failed", reason=f"tritonserver exited twice: {died}",
-                                                     is_baseline=candidate_spec is None).to_record())
-                        reason = "failed"
-            self._record({"schema": SCHEMA, "type": "candidate_end", "candidate_id": cid, "reason": reason})
+                    if deaths[cid] >= 2:  # a server killed twice under one candidate: the candidate's fault
+                        reason = f"tritonserver exited twice: {died}"
+                        self._record(CandidateRecord(step.spec, "failed", reason=reason,
+                                                     is_baseline=cid == BASELINE).to_record())
+                        strategy.observe_failed(cid, reason)
+                    continue
+                if m.status == "failed":
+                    self._record(CandidateRecord(step.spec, "failed", reason=f"errors under load: {m.first_error}",
+                                                 config_json=cfgmod.config_to_json(configs[cid]),
+                                                 is_baseline=cid == BASELINE).to_record())
+                strategy.observe(m)
+        finally:
+            if client is not None:
+                await client.__aexit__(None, None, None)
 
-    async def _measure_candidate(self, srv, session, original, readback, cid, spec, candidate_spec, plan) -> str:
+    def _apply(self, srv: ServerContext, session: ModelSession, original, configs: dict, cid: str,
+               spec: cfgmod.CandidateSpec) -> str | None:
+        """Load a candidate; None when it serves, else why it failed (recorded)."""
         p = self.profile
         try:
-            if candidate_spec is None:
-                config = session.apply(readback)  # a no-op unless a candidate is loaded
+            if cid == BASELINE:
+                config = session.apply(configs[BASELINE])  # a no-op unless a candidate is loaded
             else:
                 cand_cfg = cfgmod.make_candidate(original, spec, first_dim_is_batch=p.first_dim_is_batch)
                 config = session.apply(cand_cfg)
         except ModelLoadError as err:
             if srv.embedded is not None and not srv.embedded.alive():
                 raise _ServerDied(f"while loading {cid}") from None
-            self._record(CandidateRecord(spec, "failed", reason=str(err),
-                                         is_baseline=candidate_spec is None).to_record())
+            self._record(CandidateRecord(spec, "failed", reason=str(err), is_baseline=cid == BASELINE).to_record())
             self.emit("failed", candidate_id=cid, reason=str(err))
-            return "failed"
+            return str(err)
         except ServerError:
             if srv.embedded is not None and not srv.embedded.alive():
                 raise _ServerDied(f"while loading {cid}") from None
             raise
+        configs[cid] = config
         self._record(CandidateRecord(spec, "loaded", config_json=cfgmod.config_to_json(config),
-                                     is_baseline=candidate_spec is None).to_record())
-        async with LoadClient(srv.url, p.model, p.version) as client:
-            reason, last = await self._climb(client, srv, cid, plan)
-        if reason == "failed":
-            self._record(CandidateRecord(spec, "failed", reason=f"errors under load: {last.first_error}",
-                                         config_json=cfgmod.config_to_json(config),
-                                         is_baseline=candidate_spec is None).to_record())
-        return reason
+                                     is_baseline=cid == BASELINE).to_record())
+        return None
 
-    async def _climb(self, client: LoadClient, srv: ServerContext, cid: str,
-                     plan: RequestPlan) -> tuple[str, Measurement | None]:
+    async def _measure_point(self, client: LoadClient, srv: ServerContext, cid: str, level: int,
+                             plan: RequestPlan) -> Measurement:
         p = self.profile
-        c = p.constraints
-        points: list[Measurement] = []
-        for level in p.search.concurrency:
-            m = self.stored.get((cid, level))
-            if m is None:
-                self.emit("level", candidate_id=cid, concurrency=level)
-                samples = await client.closed_loop(plan, level, p.measurement)
-                m = Measurement(candidate_id=cid, concurrency=level, windows=samples.windows,
-                                stable=samples.stable, error_kinds=samples.error_kinds,
-                                first_error=samples.first_error, summary_windows=p.measurement.min_windows)
-                if not samples.windows or all(w.completed == 0 for w in samples.windows):
-                    m.status = "failed"
-                died = srv.embedded is not None and not srv.embedded.alive()
-                gone = (srv.embedded is None and (m.status == "failed" or "UNAVAILABLE" in m.error_kinds)
-                        and not self._reachable(srv))
-                if died:
-                    m.status = "failed"
-                    m.first_error += f" (tritonserver exited; log: {srv.embedded.log_tail(2, one_line=True)})"
-                if gone:
-                    m.status = "failed"
-                    m.first_error += f" (Triton at {srv.url} went away)"
-                # A failed point is kept on disk but measured again by a restart or --resume.
-                self._record(m.to_record())
-                self.emit("point", candidate_id=cid, measurement=m)
-                if died:
-                    raise _ServerDied(f"during {cid} at concurrency {level}")
-                if gone:
-                    raise ServerError(
-                        f"Triton at {srv.url} went away during {cid} at concurrency {level}; completed points "
-                        f"are in {self.results_path}; when it is back, continue with "
-                        f"`tuner sweep --resume {self.run_dir}`")
-                self.stored[(cid, level)] = m
-            points.append(m)
-            reason = climb_stop_reason(points, c.latency_percentile, c.latency_budget_ms, p.search.plateau_pct)
-            if reason is not None:
-                return reason, m
-        return "max_load", points[-1] if points else None
+        self.emit("level", candidate_id=cid, concurrency=level)
+        samples = await client.closed_loop(plan, level, p.measurement)
+        m = Measurement(candidate_id=cid, concurrency=level, windows=samples.windows,
+                        stable=samples.stable, error_kinds=samples.error_kinds,
+                        first_error=samples.first_error, summary_windows=p.measurement.min_windows)
+        if not samples.windows or all(w.completed == 0 for w in samples.windows):
+            m.status = "failed"
+        died = srv.embedded is not None and not srv.embedded.alive()
+        gone = (srv.embedded is None and (m.status == "failed" or "UNAVAILABLE" in m.error_kinds)
+                and not self._reachable(srv))
+        if died:
+            m.status = "failed"
+            m.first_error += f" (tritonserver exited; log: {srv.embedded.log_tail(2, one_line=True)})"
+        if gone:
+            m.status = "failed"
+            m.first_error += f" (Triton at {srv.url} went away)"
+        # A failed point is kept on disk but measured again by a restart or --resume.
+        self._record(m.to_record())
+        self.emit("point", candidate_id=cid, measurement=m)
+        if died:
+            raise _ServerDied(f"during {cid} at concurrency {level}")
+        if gone:
+            raise ServerError(
+                f"Triton at {srv.url} went away during {cid} at concurrency {level}; completed points "
+                f"are in {self.results_path}; when it is back, continue with "
+                f"`tuner sweep --resume {self.run_dir}`")
+        self.stored[(cid, level)] = m
+        return m
 
     @staticmethod
     def _reachable(srv: ServerContext) -> bool:
