@@ -101,6 +101,12 @@ def _shapes(items: list[str]) -> dict[str, list[int]]:
     return shapes
 
 
+def _headers(items: list[str]) -> list[tuple[str, str]]:
+    from .connection import parse_header
+
+    return [parse_header(h) for h in items]
+
+
 def _run_dir(out: Optional[Path], label: str) -> Path:
     import time
 
@@ -156,6 +162,11 @@ def sweep(
     latency_budget_ms: Optional[float] = typer.Option(None, help="latency budget (overrides the profile)"),
     latency_percentile: Optional[str] = typer.Option(None, help="p50, p90, p95 or p99 (overrides the profile)"),
     resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder, skipping stored points"),
+    ssl: bool = typer.Option(False, "--ssl", help="connect to the server over TLS"),
+    root_certificates: Optional[Path] = typer.Option(None, help="PEM root certificates for TLS"),
+    private_key: Optional[Path] = typer.Option(None, help="PEM client private key (mutual TLS)"),
+    certificate_chain: Optional[Path] = typer.Option(None, help="PEM client certificate chain (mutual TLS)"),
+    header: list[str] = typer.Option([], help="extra request header 'Name: value' (repeatable; never stored)"),
 ) -> None:
     """Sweep candidate configs and load levels, recommend one, write the report."""
     from .profile import load_profile
@@ -172,6 +183,8 @@ def sweep(
         run_dir = new_run_dir(prof, out)
     prof = prof.with_overrides(url=url, latency_budget_ms=latency_budget_ms,
                                latency_percentile=latency_percentile)
+    prof = prof.with_connection(ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+                                certificate_chain=certificate_chain, headers=_headers(header))
     with SweepProgress() as progress:
         outcome = run_sweep(prof, run_dir, resume=resume is not None, on_event=progress.on_event)
     from .table import sweep_summary

@@ -4,6 +4,8 @@ reported as one line naming the file, the key and the fix.
 
     [model]        name, version, url, config (path to its config.pbtxt, optional),
                    first_dim_is_batch, data ("random" | "zeros"), [model.shapes]
+    [server]       ssl, root_certificates, private_key, certificate_chain (PEM paths),
+                   [server.headers] Name = "env:VAR" (values only from the environment)
     [search]       max_batch_size, max_queue_delay_us, preferred_batch_size (a rule or list of rules:
                    none, max, halves),
                    instance_count, concurrency (load levels, climbed in order),
@@ -30,12 +32,21 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .config import PREFERRED_RULES, CandidateSpec, expand_specs
+from .connection import Connection
 from .errors import ProfileError
 from .load import LoadSettings
 from .recommend import LATENCY_KEYS, Constraints
 
 GOALS = ("max_throughput",)
 PROFILES_DIR = Path("profiles")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ssl: bool = False
+    root_certificates: Path | None = None
+    private_key: Path | None = None
+    certificate_chain: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class Profile:
     model: str
     version: str = ""
     url: str | None = None
+    tls: "TlsSettings" = field(default_factory=lambda: TlsSettings())
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # values are "env:VAR" in files
     config_path: Path | None = None
     first_dim_is_batch: bool = False
     data: str = "random"
@@ -74,6 +87,26 @@ class Profile:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+    def connection(self) -> Connection | None:
+        """How to reach the server; None means the embedded one."""
+        if not self.url:
+            return None
+        return Connection(url=self.url, ssl=self.tls.ssl, root_certificates=self.tls.root_certificates,
+                          private_key=self.tls.private_key, certificate_chain=self.tls.certificate_chain,
+                          headers=self.headers)
+
+    def with_connection(self, *, ssl: bool = False, root_certificates: Path | None = None,
+                        private_key: Path | None = None, certificate_chain: Path | None = None,
+                        headers: list[tuple[str, str]] = ()) -> "Profile":
+        """TLS and header flags over the profile's (never stored: they may carry secrets)."""
+        tls = TlsSettings(ssl=ssl or self.tls.ssl,
+                          root_certificates=root_certificates or self.tls.root_certificates,
+                          private_key=private_key or self.tls.private_key,
+                          certificate_chain=certificate_chain or self.tls.certificate_chain)
+        merged = dict(self.headers)
+        merged.update(dict(headers))
+        return replace(self, tls=tls, headers=tuple(merged.items()))
 
     def with_overrides(self, *, url: str | None = None, latency_budget_ms: float | None = None,
                        latency_percentile: str | None = None) -> "Profile":
@@ -201,7 +234,7 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ProfileError(f"{where}: not valid TOML: {err}") from None
-    known = {"model", "search", "constraints", "objective", "measurement"}
+    known = {"model", "server", "search", "constraints", "objective", "measurement"}
     for section in doc:
         if section not in known:
             raise ProfileError(f"{where}: [{section}]: unknown section; sections are {', '.join(sorted(known))}")
@@ -260,6 +293,28 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
         c.fail("constraints.max_error_rate", "is a fraction: must be < 1 (e.g. 0.001)")
     c.finish()
 
+    sv = _Reader(where, doc.get("server", {}), "server")
+    base = path.parent
+
+    def cert(key: str) -> Path | None:
+        v = sv.get(key, str, "")
+        if not v:
+            return None
+        f = Path(v) if Path(v).is_absolute() else base / v
+        if not f.exists():
+            sv.fail(sv.key(key), f"file {f} does not exist; give the PEM file's path")
+        return f
+
+    tls = TlsSettings(ssl=sv.get("ssl", bool, False), root_certificates=cert("root_certificates"),
+                      private_key=cert("private_key"), certificate_chain=cert("certificate_chain"))
+    headers = []
+    for hname, hvalue in sv.get("headers", dict, {}).items():
+        if not isinstance(hvalue, str) or not hvalue.startswith("env:") or len(hvalue) < 5:
+            sv.fail(f"server.headers.{hname}", 'must name an environment variable ("env:VAR"): a profile is '
+                    "stored with the results, so it never holds a secret; or pass --header")
+        headers.append((hname.lower(), hvalue))
+    sv.finish()
+
     o = _Reader(where, doc.get("objective", {}), "objective")
     goal = o.get("goal", str, "max_throughput")
     if goal not in GOALS:
@@ -284,7 +339,7 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
         config_path = str(path.parent / config_path)
 
     return Profile(
-        name=path.stem, path=path, model=model, version=str(version), url=url,
+        name=path.stem, path=path, model=model, version=str(version), url=url, tls=tls, headers=tuple(headers),
         config_path=Path(config_path) if config_path else None,
         first_dim_is_batch=first_dim_is_batch, data=data, shapes=shapes, search=search,
         constraints=constraints, goal=goal, measurement=settings, text=text,

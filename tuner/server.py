@@ -27,6 +27,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from . import config as cfgmod
+from .connection import Connection, as_connection
 from .errors import ModelLoadError, ServerError
 
 BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
@@ -353,32 +354,45 @@ def _message(err: InferenceServerException) -> str:
 class ServerControl:
     """Control-plane operations on any Triton server reached over gRPC."""
 
-    def __init__(self, url: str, log_path: Path | None = None, timeout_s: float = 30.0):
-        self.url = url
+    def __init__(self, url: "str | Connection", log_path: Path | None = None, timeout_s: float = 30.0):
+        self.connection = as_connection(url)
+        self.url = self.connection.url
         self.log_path = log_path
         self.timeout_s = timeout_s
+        self.headers = self.connection.header_dict()
         try:
-            self.client = grpcclient.InferenceServerClient(url)
+            self.client = grpcclient.InferenceServerClient(self.url, **self.connection.client_kwargs())
+        except ServerError:
+            raise
         except Exception as err:  # bad URL syntax
-            raise ServerError(f"cannot use server URL '{url}': {err}; give host:port of Triton's gRPC endpoint") from None
+            raise ServerError(f"cannot use server URL '{self.url}': {err}; give host:port of Triton's gRPC endpoint") from None
 
     def close(self) -> None:
         self.client.close()
 
+    def _refused(self, msg: str) -> ServerError | None:
+        if "polling is enabled" in msg or "explicit model load" in msg.lower():
+            return ServerError(f"Triton at {self.url} does not allow loading models; "
+                               "start tritonserver with --model-control-mode=explicit")
+        if "restricted" in msg.lower() and "header" in msg.lower():
+            # Triton names the header it expects, never its value.
+            return ServerError(f"Triton at {self.url} refused the request ({msg[:160]}); pass the header with "
+                               "--header 'Name: value' or [server] headers in the profile")
+        return None
+
     def _call(self, what: str, fn, *args, **kwargs):
         try:
-            return fn(*args, client_timeout=self.timeout_s, **kwargs)
+            return fn(*args, headers=self.headers, client_timeout=self.timeout_s, **kwargs)
         except InferenceServerException as err:
             msg = _message(err)
-            if "polling is enabled" in msg or "explicit model load" in msg.lower():
-                raise ServerError(
-                    f"Triton at {self.url} does not allow loading models; "
-                    "start tritonserver with --model-control-mode=explicit"
-                ) from None
+            refused = self._refused(msg)
+            if refused is not None:
+                raise refused from None
             if "UNAVAILABLE" in _status(err) or "DEADLINE" in _status(err):
                 raise ServerError(
-                    f"Triton at {self.url} is unreachable ({what}: {_message(err)[:120]}); "
+                    f"Triton at {self.url} is unreachable ({what}: {msg[:120]}); "
                     "check the server is running and --url is its gRPC host:port"
+                    + ("" if self.connection.uses_tls else " (use --ssl for a TLS endpoint)")
                 ) from None
             raise
 
@@ -387,11 +401,14 @@ class ServerControl:
         last = ""
         while True:
             try:
-                if self.client.is_server_ready(client_timeout=1.0):
+                if self.client.is_server_ready(headers=self.headers, client_timeout=1.0):
                     return
                 last = "server is live but not ready"
             except InferenceServerException as err:
                 last = _message(err)[:120]
+                refused = self._refused(_message(err))
+                if refused is not None:
+                    raise refused from None
             if time.monotonic() >= deadline:
                 raise ServerError(
                     f"Triton at {self.url} is not ready ({last}); check the server is running "
@@ -426,7 +443,8 @@ class ServerControl:
 
     def is_loaded(self, model: str, version: str = "") -> bool:
         try:
-            return bool(self.client.is_model_ready(model, version, client_timeout=self.timeout_s))
+            return bool(self.client.is_model_ready(model, version, headers=self.headers,
+                                                   client_timeout=self.timeout_s))
         except InferenceServerException:
             return False
 
@@ -556,10 +574,19 @@ class ServerContext:
     def metrics_url(self) -> str | None:
         return self.embedded.metrics_url if self.embedded else None
 
+    @property
+    def connection(self) -> Connection:
+        """URL, TLS and headers for load clients (follows a restarted server's URL)."""
+        from dataclasses import replace
+
+        conn = self.control.connection
+        return conn if conn.url == self.url else replace(conn, url=self.url)
+
     def describe(self) -> dict:
         md = self.control.metadata()
+        conn = self.control.connection.describe()
         return {"url": self.url, "version": md.get("version", ""), "extensions": md.get("extensions", []),
-                "embedded": self.embedded is not None}
+                "embedded": self.embedded is not None, "tls": conn["tls"], "header_names": conn["header_names"]}
 
 
 class open_server:
@@ -568,7 +595,7 @@ class open_server:
         with open_server(None, run_dir, ["synthetic"]) as srv: ...
     """
 
-    def __init__(self, url: str | None, run_dir: Path, bundled: list[str] | None = None,
+    def __init__(self, url: "str | Connection | None", run_dir: Path, bundled: list[str] | None = None,
                  model_repository: Path | None = None, ready_timeout_s: float = 5.0):
         self.url = url
         self.run_dir = Path(run_dir)
@@ -585,7 +612,7 @@ class open_server:
             except BaseException:
                 control.close()
                 raise
-            self.ctx = ServerContext(self.url, control)
+            self.ctx = ServerContext(control.url, control)
             return self.ctx
         repo = self.model_repository
         if repo is None:

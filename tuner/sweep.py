@@ -160,7 +160,7 @@ class Sweep:
 
     def _run_on_server(self) -> None:
         p = self.profile
-        with open_server(p.url, self.run_dir, [p.model]) as srv:
+        with open_server(p.connection(), self.run_dir, [p.model]) as srv:
             session = ModelSession(srv.control, p.model, p.version)
             try:
                 readback = session.open()
