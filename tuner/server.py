@@ -180,6 +180,7 @@ class EmbeddedServer:
         exit_timeout_s: int = 2,
         extra_args: tuple[str, ...] = (),
         grpc_port: int | None = None,
+        probe: "Connection | None" = None,
     ):
         self.model_repository = Path(model_repository)
         self.log_path = Path(log_path)
@@ -187,6 +188,7 @@ class EmbeddedServer:
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = tuple(extra_args)
         self.grpc_port = grpc_port
+        self.probe = probe  # TLS / headers the readiness check needs, when extra_args ask for them
         self.http_port: int | None = None
         self.metrics_port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -248,7 +250,11 @@ class EmbeddedServer:
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        client = grpcclient.InferenceServerClient(self.url)
+        from dataclasses import replace
+
+        probe = replace(self.probe, url=self.url) if self.probe else Connection(self.url)
+        client = grpcclient.InferenceServerClient(self.url, **probe.client_kwargs())
+        headers = probe.header_dict()
         try:
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
@@ -257,7 +263,7 @@ class EmbeddedServer:
                         f"log {self.log_path}: {self.log_tail(3, one_line=True)}"
                     )
                 try:
-                    if client.is_server_ready(client_timeout=1.0):
+                    if client.is_server_ready(headers=headers, client_timeout=1.0):
                         return
                 except InferenceServerException:
                     pass
@@ -413,6 +419,7 @@ class ServerControl:
                 raise ServerError(
                     f"Triton at {self.url} is not ready ({last}); check the server is running "
                     "and --url is its gRPC host:port (not the HTTP port)"
+                    + ("" if self.connection.uses_tls else "; for a TLS endpoint pass --ssl or --root-certificates")
                 )
             time.sleep(0.2)
 
