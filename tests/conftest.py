@@ -38,7 +38,7 @@ def remote_control(remote_server):
 def write_profile(path: Path, *, model: str = "synthetic", url: str | None = None, config: str | None = None,
                   max_batch_size=(4, 16), queue_delay_us=(0,), instances=(1,), concurrency=(1, 8),
                   budget_ms: float = 50.0, window_s: float = 0.4, extra_model: str = "",
-                  preferred: str = "none") -> Path:
+                  preferred: str = "none", strategy: str | None = None) -> Path:
     """A small, fast profile for tests."""
     lines = ["[model]", f'name = "{model}"']
     if url:
@@ -54,6 +54,7 @@ def write_profile(path: Path, *, model: str = "synthetic", url: str | None = Non
         f'preferred_batch_size = "{preferred}"',
         f"instance_count = {list(instances)}",
         f"concurrency = {list(concurrency)}",
+        *([f'strategy = "{strategy}"'] if strategy else []),
         "[constraints]",
         'latency_percentile = "p99"',
         f"latency_budget_ms = {budget_ms}",

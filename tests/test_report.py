@@ -27,7 +27,7 @@ from tuner.report import Pt, build_report, pareto_frontier
 from tuner.results import CandidateRecord, Measurement, RunResults
 from tuner.stats import ServerDelta, WindowSample
 
-FIG_IDS = ("fig-curves", "fig-pareto", "fig-heatmap", "fig-breakdown")
+FIG_IDS = ("fig-curves", "fig-pareto", "fig-heatmap", "fig-breakdown", "fig-capacity")
 XSS = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>")
 CONFIGS = Path(__file__).parent / "configs"
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)

@@ -33,7 +33,8 @@ def limited_config(tmp_path: Path, limit: int) -> Path:
 
 def test_sweep_recommends_config_that_beats_baseline(tmp_path):
     prof = load_profile(str(write_profile(tmp_path / "p.toml", max_batch_size=(8, 16), queue_delay_us=(0,),
-                                          instances=(1, 2), concurrency=(1, 8, 16), budget_ms=40.0)))
+                                          instances=(1, 2), concurrency=(1, 8, 16), budget_ms=40.0,
+                                          strategy="grid")))
     run = tmp_path / "run"
     events = []
     outcome = run_sweep(prof, run, on_event=lambda kind, **kw: events.append(kind))
@@ -146,7 +147,7 @@ def test_sigterm_exit_code_and_restore(remote_server, remote_control, tmp_path):
     remote_control.load("synthetic")
     original = format_config(remote_control.model_config("synthetic"))
     profile = write_profile(tmp_path / "p.toml", url=remote_server.url, max_batch_size=(4,),
-                            concurrency=(1, 4, 8, 16))
+                            concurrency=(1, 4, 8, 16), strategy="grid")
     run = tmp_path / "run"
     proc = subprocess.Popen(TUNER + ["sweep", str(profile), "--out", str(run)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())

@@ -30,6 +30,16 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
+def _rates(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter("--request-rate takes comma-separated numbers, e.g. 100,400") from None
+    if not values or any(not v > 0 for v in values):
+        raise typer.BadParameter("--request-rate needs rates > 0")
+    return values
+
+
 def fail(err: TunerError) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(err.exit_code)
@@ -122,7 +132,16 @@ def _run_dir(out: Optional[Path], label: str) -> Path:
 def measure(
     model: str = typer.Argument(..., help="model name (a bundled model when no --url is given)"),
     url: Optional[str] = typer.Option(None, help="gRPC host:port of a running Triton (default: start the embedded one)"),
-    concurrency: str = typer.Option("1,8,32", help="comma-separated concurrency levels"),
+    concurrency: Optional[str] = typer.Option(
+        None, help="comma-separated concurrency levels (default 1,8,32 unless --request-rate is given)"),
+    request_rate: Optional[str] = typer.Option(
+        None, help="comma-separated request rates (requests/s) for open-loop points, e.g. 100,400"),
+    arrivals: str = typer.Option("constant", help="open-loop arrivals: constant or poisson"),
+    workers: int = typer.Option(0, help="load processes (0 = automatic from client cores and load)"),
+    transport: str = typer.Option(
+        "auto", help="unary, stream or auto (the stream at concurrency <= 2 and for decoupled models)"),
+    metrics_url: Optional[str] = typer.Option(
+        None, help="Triton metrics URL (default: the embedded server's, or http://<url host>:8002/metrics)"),
     version: str = typer.Option("", help="model version (default: the server's policy)"),
     shape: list[str] = typer.Option([], help="shape for an input with variable dims: NAME=D1,D2"),
     data: str = typer.Option("random", help="input data: random or zeros"),
@@ -133,7 +152,7 @@ def measure(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write a JSON summary here"),
     out: Optional[Path] = typer.Option(None, help="run folder (default reports/measure-<model>-<UTC time>)"),
 ) -> None:
-    """Measure a model's current config at a few concurrency levels."""
+    """Measure a model's current config at a few concurrency levels or request rates."""
     import json
 
     from .load import LoadSettings
@@ -141,12 +160,21 @@ def measure(
     from .results import write_atomic
     from .table import measure_table
 
+    if arrivals not in ("constant", "poisson"):
+        raise typer.BadParameter("--arrivals takes constant or poisson")
+    if workers < 0:
+        raise typer.BadParameter("--workers takes 0 (automatic) or a positive count")
+    if transport not in ("auto", "unary", "stream"):
+        raise typer.BadParameter("--transport takes auto, unary or stream")
+    rates = _rates(request_rate) if request_rate is not None else []
+    levels = _ints(concurrency, "--concurrency") if concurrency is not None else ([] if rates else [1, 8, 32])
     settings = LoadSettings(warmup_s=warmup_s, window_s=window_s, max_windows=max_windows,
-                            stability_pct=stability_pct)
+                            stability_pct=stability_pct, workers=workers, transport=transport)
     run_dir = _run_dir(out, f"measure-{model}")
     result = measure_model(model, run_dir, url=url, version=version,
-                           concurrencies=_ints(concurrency, "--concurrency"), settings=settings,
-                           shapes=_shapes(shape), data=data)
+                           concurrencies=levels, settings=settings,
+                           shapes=_shapes(shape), data=data, request_rates=rates, arrivals=arrivals,
+                           metrics_url=metrics_url)
     measure_table(result)
     if json_out is not None:
         write_atomic(json_out, json.dumps(summary_json(result), indent=2) + "\n")
@@ -167,6 +195,9 @@ def sweep(
     private_key: Optional[Path] = typer.Option(None, help="PEM client private key (mutual TLS)"),
     certificate_chain: Optional[Path] = typer.Option(None, help="PEM client certificate chain (mutual TLS)"),
     header: list[str] = typer.Option([], help="extra request header 'Name: value' (repeatable; never stored)"),
+    search: Optional[str] = typer.Option(
+        None, help="search strategy: smart (few measurements, skips what cannot win) or grid (every "
+                   "candidate at every level); overrides the profile's [search] strategy"),
 ) -> None:
     """Sweep candidate configs and load levels, recommend one, write the report."""
     from .profile import load_profile
@@ -181,8 +212,13 @@ def sweep(
     else:
         prof = load_profile(profile)
         run_dir = new_run_dir(prof, out)
+    if search is not None and search not in ("grid", "smart"):
+        raise typer.BadParameter("--search takes grid or smart")
+    if resume is not None and search is not None and search != prof.search.strategy:
+        raise typer.BadParameter(f"--search {search}: {resume} was swept with '{prof.search.strategy}'; a resumed "
+                                 "run replays its own strategy")
     prof = prof.with_overrides(url=url, latency_budget_ms=latency_budget_ms,
-                               latency_percentile=latency_percentile)
+                               latency_percentile=latency_percentile, search_strategy=search)
     prof = prof.with_connection(ssl=ssl, root_certificates=root_certificates, private_key=private_key,
                                 certificate_chain=certificate_chain, headers=_headers(header))
     with SweepProgress() as progress:
@@ -201,6 +237,167 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tu
 
     summary = finalize_run(run_dir)
     sweep_summary(summary, run_dir)
+
+
+# ------------------------------------------------ regression gate (issue 6) ---
+
+def _compare_options(max_throughput_drop: str, max_latency_rise: list[str], confidence: float, run_noise: str,
+                     bootstrap: int, seed: int, allow_env_mismatch: bool):
+    from .compare import CompareError, CompareOptions, parse_latency_limits, parse_pct
+
+    off = ("off", "none")
+    drop = None if max_throughput_drop.strip().lower() in off else parse_pct(max_throughput_drop, "--max-throughput-drop")
+    if [x for x in max_latency_rise if x.strip().lower() in off]:
+        rise = {}
+    else:
+        rise = parse_latency_limits(max_latency_rise) if max_latency_rise else {"p99": 0.10}
+    if not 0 < confidence < 1:
+        raise CompareError(f"--confidence must be between 0 and 1 (e.g. 0.95), got {confidence}")
+    if bootstrap < 100:
+        raise CompareError(f"--bootstrap must be >= 100, got {bootstrap}")
+    return CompareOptions(max_throughput_drop=drop, max_latency_rise=rise, confidence=confidence,
+                          run_noise=parse_pct(run_noise, "--run-noise"), bootstrap=bootstrap, seed=seed,
+                          allow_env_mismatch=allow_env_mismatch)
+
+
+def _report_comparison(comparison, markdown: Optional[Path], junit: Optional[Path], json_out: Optional[Path]) -> None:
+    from .compare import render_table, write_outputs
+
+    render_table(comparison)
+    write_outputs(comparison, markdown=markdown, junit=junit, json_out=json_out)
+    if comparison.regressed:
+        raise typer.Exit(1)
+
+
+_DROP_HELP = "throughput drop that fails a point, e.g. 5% ('off' to not gate throughput)"
+_RISE_HELP = "latency rise that fails a point, PERCENTILE=LIMIT (repeatable or comma-separated, e.g. p99=10%,p50=5%; default p99=10%; 'off' for none)"
+_NOISE_HELP = "between-run noise (relative std dev) added to the bootstrap; 0 = pure within-run bootstrap"
+
+
+@app.command()
+@cli_errors
+def compare(
+    baseline: Path = typer.Argument(..., help="baseline: run folder, results file or saved baseline file"),
+    current: Path = typer.Argument(..., help="current: run folder, results file or saved baseline file"),
+    max_throughput_drop: str = typer.Option("5%", help=_DROP_HELP),
+    max_latency_rise: list[str] = typer.Option([], help=_RISE_HELP),
+    confidence: float = typer.Option(0.95, help="confidence a regression must be significant at"),
+    run_noise: str = typer.Option("3%", help=_NOISE_HELP),
+    bootstrap: int = typer.Option(2000, help="bootstrap resamples"),
+    seed: int = typer.Option(0, help="bootstrap seed"),
+    allow_env_mismatch: bool = typer.Option(False, help="compare results from different environments anyway"),
+    markdown: Optional[Path] = typer.Option(None, help="write a markdown summary here"),
+    junit: Optional[Path] = typer.Option(None, help="write JUnit XML here (one testcase per point)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the comparison as JSON here"),
+) -> None:
+    """Compare two measurements point by point; exit 1 on a significant regression beyond the limits."""
+    from .compare import compare_paths
+
+    opts = _compare_options(max_throughput_drop, max_latency_rise, confidence, run_noise, bootstrap, seed,
+                            allow_env_mismatch)
+    _report_comparison(compare_paths(baseline, current, opts), markdown, junit, json_out)
+
+
+@app.command()
+@cli_errors
+def check(
+    profile: str = typer.Argument(..., help="profile name (profiles/<name>.toml) or path"),
+    baseline: Optional[Path] = typer.Option(None, help="saved baseline (default profiles/<name>.baseline.json), "
+                                            "run folder or results file"),
+    url: Optional[str] = typer.Option(None, help="gRPC host:port of a running Triton (overrides the profile)"),
+    metrics_url: Optional[str] = typer.Option(None, help="the server's Prometheus metrics URL (GPU names/count)"),
+    config: str = typer.Option("current", help="current (the model as loaded), recommended (the baseline's "
+                               "recommended config, applied and restored) or a config key of the baseline"),
+    out: Optional[Path] = typer.Option(None, help="run folder (default reports/check-<profile>-<UTC time>)"),
+    max_throughput_drop: str = typer.Option("5%", help=_DROP_HELP),
+    max_latency_rise: list[str] = typer.Option([], help=_RISE_HELP),
+    confidence: float = typer.Option(0.95, help="confidence a regression must be significant at"),
+    run_noise: str = typer.Option("3%", help=_NOISE_HELP),
+    bootstrap: int = typer.Option(2000, help="bootstrap resamples"),
+    seed: int = typer.Option(0, help="bootstrap seed"),
+    allow_env_mismatch: bool = typer.Option(False, help="compare with a baseline from another environment anyway"),
+    markdown: Optional[Path] = typer.Option(None, help="write a markdown summary here"),
+    junit: Optional[Path] = typer.Option(None, help="write JUnit XML here (one testcase per point)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the comparison as JSON here"),
+) -> None:
+    """Measure the profile's config at the baseline's load levels and compare (the CI gate)."""
+    from .baseline import default_path
+    from .check import run_check
+    from .profile import load_profile
+
+    opts = _compare_options(max_throughput_drop, max_latency_rise, confidence, run_noise, bootstrap, seed,
+                            allow_env_mismatch)
+    prof = load_profile(profile).with_overrides(url=url)
+    base = baseline if baseline is not None else default_path(profile if prof.path is None else str(prof.path))
+    run_dir = _run_dir(out, f"check-{prof.name}")
+
+    def on_point(m) -> None:
+        s = m.summary()
+        typer.echo(f"concurrency {m.concurrency}: {s.throughput_infer_per_s:.1f} infer/s, "
+                   f"p99 {s.latency_ms['p99']:.2f} ms, errors {s.errors}")
+
+    outcome = run_check(prof, base, run_dir, config=config, options=opts, metrics_url=metrics_url,
+                        on_point=on_point)
+    typer.echo(f"checked {outcome.config_key} in {outcome.duration_s:.0f} s; run folder {outcome.run_dir}")
+    _report_comparison(outcome.comparison, markdown, junit, json_out)
+
+
+baseline_app = typer.Typer(no_args_is_help=True, help="Save and show baselines for `tuner check`.")
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("save")
+@cli_errors
+def baseline_save(
+    run_dir: Path = typer.Argument(..., help="a run folder (tuner sweep, measure or check)"),
+    profile: str = typer.Option(..., help="profile name (or path) the baseline belongs to"),
+    out: Optional[Path] = typer.Option(None, help="baseline file (default profiles/<name>.baseline.json)"),
+    all_candidates: bool = typer.Option(False, help="keep every candidate, not only the original and recommended"),
+    max_samples: int = typer.Option(1000, help="latency samples kept per load point"),
+) -> None:
+    """Store a run's original and recommended configs' points as a committed baseline."""
+    from .baseline import save_baseline
+
+    path = save_baseline(run_dir, profile, out, all_candidates=all_candidates, max_samples=max_samples)
+    typer.echo(f"baseline: {path} ({path.stat().st_size // 1024} KiB)")
+
+
+@baseline_app.command("show")
+@cli_errors
+def baseline_show(file: Path = typer.Argument(..., help="a baseline file")) -> None:
+    """Print a saved baseline: its environment and every stored point."""
+    from .baseline import show_baseline
+
+    show_baseline(file)
+
+
+# ------------------------------------------------------ capacity plan (issue 5) ---
+
+@app.command()
+@cli_errors
+def plan(
+    run_dir: Path = typer.Argument(..., help="a run folder written by `tuner sweep`"),
+    target_rps: float = typer.Option(..., "--target-rps", help="the load to serve, inferences per second"),
+    headroom: float = typer.Option(0.3, help="fraction of each replica's capacity kept free (0 <= h < 1)"),
+    cost_per_gpu_hour: Optional[float] = typer.Option(None, help="price of one replica (server/GPU) per hour"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the plan as JSON here"),
+) -> None:
+    """Replicas of the recommended config needed for a target load, from stored results alone."""
+    import json
+
+    from .plan import check_inputs, make_plan, print_plan
+    from .results import write_atomic
+
+    try:
+        check_inputs(target_rps, headroom, cost_per_gpu_hour)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    result = make_plan(run_dir, target_rps, headroom, cost_per_gpu_hour)
+    print_plan(result)
+    if json_out is not None:
+        write_atomic(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
+    if not result.feasible:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover

@@ -1,4 +1,9 @@
-"""`tuner measure`: one model, its current config, a few closed-loop load levels."""
+"""`tuner measure`: one model, its current config, a few load levels.
+
+Closed-loop levels (`concurrencies`) and open-loop request rates
+(`request_rates`, constant or Poisson arrivals); each point records the load
+generator's self-check (`client_bound`) and the server's telemetry.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,11 @@ from pathlib import Path
 from . import __version__
 from .config import config_to_json, current_spec
 from .errors import LoadError, ServerError
-from .load import LoadClient, LoadSettings, build_request
+from .environment import collect as collect_environment
+from .load import LoadClient, LoadSettings, PointSamples, build_request
 from .results import SCHEMA, CandidateRecord, Measurement, RESULTS_FILE, append_record
 from .server import ModelSession, ServerContext, bundled_models, open_server
+from .telemetry import default_metrics_url
 
 
 @dataclass
@@ -23,28 +30,53 @@ class MeasureResult:
     results_path: Path
 
 
+def _measurement(srv: ServerContext, samples: PointSamples, settings: LoadSettings,
+                 candidate_id: str) -> Measurement:
+    m = Measurement(
+        candidate_id=candidate_id,
+        concurrency=samples.concurrency,  # 0 for a request-rate point (its rate is in point_load)
+        windows=samples.windows,
+        stable=samples.stable,
+        error_kinds=samples.error_kinds,
+        first_error=samples.first_error,
+        summary_windows=settings.min_windows,
+    )
+    if samples.windows and all(w.completed == 0 for w in samples.windows):
+        m.status = "failed"
+    if m.status == "failed" and srv.embedded is not None and not srv.embedded.alive():
+        m.first_error = (m.first_error + f" (server exited; log: {srv.embedded.log_tail(2, one_line=True)})")
+    return m
+
+
+def point_load(m: Measurement) -> dict:
+    """A point's offered load and the generator's verdict, from its stored windows."""
+    s = m.summary()
+    c = s.client or {}
+    rate = c.get("target") if c.get("mode") == "rate" else None
+    return {
+        "request_rate": rate,
+        "arrivals": c.get("arrivals") or "closed",
+        "client_bound": bool(c.get("client_bound")),
+        "bound": c.get("bound"),
+        "bound_reason": c.get("reason", ""),
+    }
+
+
 async def measure_points(
     srv: ServerContext, model: str, version: str, plan, concurrencies: list[int],
-    settings: LoadSettings, candidate_id: str, on_point=None,
+    settings: LoadSettings, candidate_id: str, on_point=None, *,
+    request_rates: list[float] = (), arrivals: str = "constant", metrics_url: str | None = None,
 ) -> list[Measurement]:
-    """Measure one applied config at each concurrency, in order."""
+    """Measure one applied config at each concurrency, then at each request rate, in order."""
     out = []
-    async with LoadClient(srv.url, model, version) as client:
-        for c in concurrencies:
-            samples = await client.closed_loop(plan, c, settings)
-            m = Measurement(
-                candidate_id=candidate_id,
-                concurrency=c,
-                windows=samples.windows,
-                stable=samples.stable,
-                error_kinds=samples.error_kinds,
-                first_error=samples.first_error,
-                summary_windows=settings.min_windows,
-            )
-            if samples.windows and all(w.completed == 0 for w in samples.windows):
-                m.status = "failed"
-            if m.status == "failed" and srv.embedded is not None and not srv.embedded.alive():
-                m.first_error = (m.first_error + f" (server exited; log: {srv.embedded.log_tail(2, one_line=True)})")
+    async with LoadClient(srv.url, model, version, metrics_url=metrics_url) as client:
+        loads = [(c, None) for c in concurrencies] + [(0, r) for r in request_rates]
+        for c, rate in loads:
+            if rate is None:
+                samples = await client.closed_loop(plan, c, settings)
+            else:
+                samples = await client.open_loop(plan, rate, settings, arrivals)
+            m = _measurement(srv, samples, settings, candidate_id)
             out.append(m)
             if on_point is not None:
                 on_point(m)
@@ -62,7 +94,12 @@ def measure_model(
     shapes: dict[str, list[int]] | None = None,
     data: str = "random",
     on_point=None,
+    request_rates: list[float] = (),
+    arrivals: str = "constant",
+    metrics_url: str | None = None,
 ) -> MeasureResult:
+    """Measure `model` at each concurrency and request rate; metrics_url defaults to
+    the embedded server's, or port 8002 on the host of `url`."""
     settings = settings or LoadSettings()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +119,7 @@ def measure_model(
                 "version": version, "server": server_info, "tuner_version": __version__,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "settings": settings.__dict__,
+                "environment": collect_environment(srv, model, None, version=version),
             })
             append_record(results_path, CandidateRecord(
                 spec=current_spec(original), status="loaded", config_json=config_to_json(original),
@@ -89,12 +127,14 @@ def measure_model(
             plan = build_request(original, model, version, shapes, data)
 
             def record(m: Measurement) -> None:
-                append_record(results_path, m.to_record())
+                append_record(results_path, m.to_record() | point_load(m))
                 if on_point is not None:
                     on_point(m)
 
+            metrics = metrics_url or srv.metrics_url or default_metrics_url(srv.url)
             points = asyncio.run(measure_points(
-                srv, model, version, plan, list(concurrencies), settings, "baseline", record))
+                srv, model, version, plan, list(concurrencies), settings, "baseline", record,
+                request_rates=list(request_rates), arrivals=arrivals, metrics_url=metrics))
         finally:
             session.restore()
     failed = [p for p in points if p.status == "failed"]
@@ -116,5 +156,10 @@ def summary_json(result: MeasureResult) -> dict:
             "stable": p.stable,
             "status": p.status,
             "server_ms": s.server_ms,
+            **point_load(p),
+            "client": s.client,
+            "telemetry": s.telemetry,
+            "first_response_ms": s.first_response_ms,
+            "responses_per_request": s.responses_per_request,
         })
     return {"schema": SCHEMA, "model": result.model, "server": result.server, "points": points}

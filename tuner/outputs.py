@@ -48,10 +48,15 @@ def _clean(obj):
     return obj
 
 
-def build_summary(results: RunResults, rec: Recommendation, profile_name: str, duration_s: float) -> dict:
+def build_summary(results: RunResults, rec: Recommendation, profile_name: str, duration_s: float,
+                  strategy: str | None = None, measure_s: float | None = None) -> dict:
     server = results.meta.get("server", {})
     loaded = [c for c in results.candidates.values() if c.status == "loaded" and not c.is_baseline]
     failed = [c for c in results.candidates.values() if c.status == "failed"]
+    skipped = [c for c in results.candidates.values() if c.status == "skipped"]
+    from .plan import capacity_of
+
+    capacity = capacity_of(results, rec, rec.best.candidate_id) if rec.best is not None else None
     return _clean({
         "schema": 1,
         "profile": profile_name,
@@ -62,11 +67,19 @@ def build_summary(results: RunResults, rec: Recommendation, profile_name: str, d
         "baseline": _point_summary(rec.baseline, results),
         "closest": _point_summary(rec.closest, results),
         "constraints": rec.constraints.to_dict(),
+        "goal": rec.goal,
         "binding": rec.binding,
         "reason": rec.reason,
+        "unchecked": list(rec.unchecked),  # constraints that could not be checked ("not available")
         "candidates_measured": len(loaded),
         "candidates_failed": len(failed),
+        "candidates_skipped": len(skipped),
         "failed": [{"candidate_id": c.candidate_id, "reason": c.reason} for c in failed],
+        "skipped": [{"candidate_id": c.candidate_id, "reason": c.reason} for c in skipped],
+        "search": {"strategy": strategy, "load_points": sum(1 for p in results.points if p.status == "ok"),
+                   "measure_s": measure_s},
+        # one replica (server/GPU) of the recommended config, within the constraints; `tuner plan` sizes a fleet
+        "capacity_per_replica_infer_per_s": capacity,
         "duration_s": duration_s,
     })
 
@@ -93,10 +106,12 @@ def finalize_run(run_dir: Path) -> dict:
     profile = load_run_profile(run_dir)
     profile_name = profile.name
     results = load_results(run_dir / RESULTS_FILE)
-    rec = recommend(results, profile.constraints)
+    rec = recommend(results, profile.constraints, profile.goal)
     duration = sum(float(r.get("duration_s", 0.0)) for r in read_records(run_dir / RESULTS_FILE)
                    if r.get("type") == "session_end")
-    summary = build_summary(results, rec, profile_name, duration)
+    measure_s = sum(profile.measurement.warmup_s + sum(w.duration_s for w in p.windows) for p in results.points)
+    summary = build_summary(results, rec, profile_name, duration, strategy=profile.search.strategy,
+                            measure_s=measure_s)
     original_txt, recommended_txt, diff = recommended_config(run_dir, results, rec, profile)
     write_atomic(run_dir / "recommended" / "config.pbtxt", recommended_txt)
     write_atomic(run_dir / "recommended" / "config.diff", diff)

@@ -10,10 +10,15 @@ reported as one line naming the file, the key and the fix.
                    none, max, halves),
                    instance_count, concurrency (load levels, climbed in order),
                    plateau_pct (stop climbing when throughput grows less than this),
-                   strategy ("grid")
+                   strategy ("smart", the default: brackets each candidate's load level at the
+                   budget and skips candidates whose compute ceiling cannot beat the best so far;
+                   "grid": every candidate climbed through every listed level)
     [constraints]  latency_percentile, latency_budget_ms, min_throughput_infer_per_s,
-                   max_gpu_memory_mb, max_error_rate
-    [objective]    goal = "max_throughput"
+                   max_gpu_memory_mb (MiB, from the server's GPU telemetry; reported as
+                   "not available" where the server exposes none), max_error_rate
+    [objective]    goal = "max_throughput" | "min_latency" (lowest latency at the required
+                   throughput, constraints.min_throughput_infer_per_s) |
+                   "max_throughput_per_instance"
     [measurement]  warmup_s, window_s, min_windows, max_windows, stability_pct,
                    request_timeout_s
 """
@@ -35,9 +40,8 @@ from .config import PREFERRED_RULES, CandidateSpec, expand_specs
 from .connection import Connection
 from .errors import ProfileError
 from .load import LoadSettings
-from .recommend import LATENCY_KEYS, Constraints
+from .recommend import GOALS, LATENCY_KEYS, Constraints
 
-GOALS = ("max_throughput",)
 PROFILES_DIR = Path("profiles")
 
 
@@ -57,7 +61,7 @@ class SearchSpace:
     instance_count: tuple[int, ...] = (1,)
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     plateau_pct: float = 3.0
-    strategy: str = "grid"
+    strategy: str = "smart"
 
     def specs(self) -> list[CandidateSpec]:
         return expand_specs(list(self.max_batch_size), list(self.max_queue_delay_us),
@@ -109,12 +113,19 @@ class Profile:
         return replace(self, tls=tls, headers=tuple(merged.items()))
 
     def with_overrides(self, *, url: str | None = None, latency_budget_ms: float | None = None,
-                       latency_percentile: str | None = None) -> "Profile":
+                       latency_percentile: str | None = None, search_strategy: str | None = None) -> "Profile":
         p = self
         overrides = dict(self.overrides)
         if url:
             p = replace(p, url=url)
             overrides["url"] = url
+        if search_strategy is not None:
+            from .search import STRATEGIES
+
+            if search_strategy not in STRATEGIES:
+                raise ProfileError(f"--search must be one of {', '.join(STRATEGIES)}, got {search_strategy!r}")
+            p = replace(p, search=replace(p.search, strategy=search_strategy))
+            overrides["search_strategy"] = search_strategy
         c = p.constraints
         if latency_budget_ms is not None:
             if latency_budget_ms <= 0:
@@ -319,6 +330,9 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
     goal = o.get("goal", str, "max_throughput")
     if goal not in GOALS:
         o.fail("objective.goal", f"must be one of {', '.join(GOALS)}")
+    if goal == "min_latency" and not constraints.min_throughput_infer_per_s > 0:
+        o.fail("objective.goal", "min_latency needs the required throughput: set "
+                                 "[constraints] min_throughput_infer_per_s > 0")
     o.finish()
 
     r = _Reader(where, doc.get("measurement", {}), "measurement")

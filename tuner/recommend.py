@@ -1,6 +1,22 @@
 """Pick the best measured (candidate, load level) under the constraints.
 
-Pure: stored results + constraints in, a `Recommendation` out.
+Pure: stored results + constraints + objective in, a `Recommendation` out.
+
+Objectives (`[objective] goal`):
+    max_throughput              most infer/s among the points meeting every constraint
+    min_latency                 lowest latency (the budget's percentile) among the points that
+                                reach constraints.min_throughput_infer_per_s (the required
+                                throughput) within the budget
+    max_throughput_per_instance most infer/s per model instance (instance_count) among the
+                                points meeting every constraint
+
+Constraints: the latency budget on any percentile, a minimum throughput, an
+error rate, and a maximum GPU memory. GPU memory comes from the server's
+telemetry (`WindowSample.telemetry`, nv_gpu_memory_used_bytes, the largest
+value any GPU showed in the point's windows); where a point has no GPU
+telemetry (a CPU host, metrics off) the limit cannot be checked: such points
+are judged on the other constraints and the recommendation lists the limit
+under `unchecked` ("not available"), so it never passes silently.
 """
 
 from __future__ import annotations
@@ -10,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from .results import Measurement, RunResults
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99")
+GOALS = ("max_throughput", "min_latency", "max_throughput_per_instance")
+MIB = 1024 * 1024  # max_gpu_memory_mb is in MB as nvidia-smi shows them (MiB)
 
 
 @dataclass(frozen=True)
@@ -24,6 +42,19 @@ class Constraints:
         return asdict(self)
 
 
+def gpu_memory_mb(summary) -> float | None:
+    """The most GPU memory (MiB) any GPU used in a point's windows; None: no GPU telemetry."""
+    tele = getattr(summary, "telemetry", None) or {}
+    values = []
+    for g in (tele.get("gpus") or {}).values():
+        mem = g.get("memory_used_bytes") if isinstance(g, dict) else None
+        if isinstance(mem, dict) and mem.get("max") is not None:
+            values.append(float(mem["max"]))
+        elif isinstance(mem, (int, float)):
+            values.append(float(mem))
+    return max(values) / MIB if values else None
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
     """One candidate at one load level, with the numbers that decided."""
@@ -35,9 +66,11 @@ class OperatingPoint:
     errors: int
     stable: bool
     server_ms: dict[str, float] | None = None
+    gpu_memory_mb: float | None = None
+    instance_count: int = 1
 
     @classmethod
-    def of(cls, m: Measurement) -> "OperatingPoint":
+    def of(cls, m: Measurement, instance_count: int = 1) -> "OperatingPoint":
         s = m.summary()
         return cls(
             candidate_id=m.candidate_id,
@@ -47,7 +80,13 @@ class OperatingPoint:
             errors=s.errors,
             stable=m.stable,
             server_ms=s.server_ms,
+            gpu_memory_mb=gpu_memory_mb(s),
+            instance_count=max(1, int(instance_count or 1)),
         )
+
+    @property
+    def throughput_per_instance(self) -> float:
+        return self.throughput_infer_per_s / self.instance_count
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +102,8 @@ class Recommendation:
     binding: str  # which limit stopped the best candidate from doing more
     reason: str
     feasible: list[OperatingPoint] = field(default_factory=list)
+    goal: str = "max_throughput"
+    unchecked: list[str] = field(default_factory=list)  # constraints that could not be checked, and why
 
     def to_dict(self) -> dict:
         return {
@@ -71,9 +112,16 @@ class Recommendation:
             "baseline": self.baseline.to_dict() if self.baseline else None,
             "closest": self.closest.to_dict() if self.closest else None,
             "constraints": self.constraints.to_dict(),
+            "goal": self.goal,
             "binding": self.binding,
             "reason": self.reason,
+            "unchecked": list(self.unchecked),
         }
+
+
+def error_rate(p: OperatingPoint, m: Measurement) -> float:
+    total = m.summary().completed + p.errors
+    return p.errors / total if total else 1.0
 
 
 def meets(p: OperatingPoint, m: Measurement, c: Constraints) -> bool:
@@ -84,8 +132,46 @@ def meets(p: OperatingPoint, m: Measurement, c: Constraints) -> bool:
         return False
     if p.errors / total > c.max_error_rate:
         return False
+    if (c.max_gpu_memory_mb is not None and p.gpu_memory_mb is not None
+            and p.gpu_memory_mb > c.max_gpu_memory_mb):
+        return False
     lat = p.latency_ms[c.latency_percentile]
     return lat == lat and lat <= c.latency_budget_ms and p.throughput_infer_per_s >= c.min_throughput_infer_per_s
+
+
+def objective_key(goal: str, pct: str):
+    """Sort key of a point under a goal: larger is better."""
+    def lat(p: OperatingPoint) -> float:
+        v = p.latency_ms[pct]
+        return v if v == v else float("inf")
+
+    if goal == "min_latency":
+        return lambda p: (-lat(p), p.throughput_infer_per_s)
+    if goal == "max_throughput_per_instance":
+        return lambda p: (p.throughput_per_instance, p.throughput_infer_per_s, -lat(p))
+    return lambda p: (p.throughput_infer_per_s, -lat(p))
+
+
+def objective_value(goal: str, p: OperatingPoint, pct: str) -> float:
+    """The number the goal optimizes: infer/s, infer/s per instance, or latency (ms, lower is better)."""
+    if goal == "min_latency":
+        return p.latency_ms[pct]
+    if goal == "max_throughput_per_instance":
+        return p.throughput_per_instance
+    return p.throughput_infer_per_s
+
+
+def violation(p: OperatingPoint, m: Measurement, c: Constraints) -> float:
+    """How far a point is from meeting the constraints (1.0 = on the edge; smaller is closer)."""
+    lat = p.latency_ms[c.latency_percentile]
+    worst = lat / c.latency_budget_ms if lat == lat else float("inf")
+    if c.min_throughput_infer_per_s > 0:
+        worst = max(worst, c.min_throughput_infer_per_s / max(p.throughput_infer_per_s, 1e-9))
+    if c.max_gpu_memory_mb is not None and p.gpu_memory_mb is not None:
+        worst = max(worst, p.gpu_memory_mb / c.max_gpu_memory_mb)
+    if p.errors:
+        worst = max(worst, 1.0 + error_rate(p, m))
+    return worst
 
 
 def _fmt(p: OperatingPoint, c: Constraints) -> str:
@@ -93,61 +179,105 @@ def _fmt(p: OperatingPoint, c: Constraints) -> str:
             f"{p.latency_ms[c.latency_percentile]:.2f} ms (concurrency {p.concurrency})")
 
 
-def recommend(results: RunResults, constraints: Constraints) -> Recommendation:
+def _needs(c: Constraints) -> str:
+    out = f"{c.latency_percentile} <= {c.latency_budget_ms:g} ms"
+    if c.min_throughput_infer_per_s:
+        out += f" with >= {c.min_throughput_infer_per_s:g} infer/s"
+    if c.max_gpu_memory_mb is not None:
+        out += f" within {c.max_gpu_memory_mb:g} MB of GPU memory"
+    return out
+
+
+def recommend(results: RunResults, constraints: Constraints, goal: str = "max_throughput") -> Recommendation:
     c = constraints
+    if goal not in GOALS:
+        raise ValueError(f"unknown goal {goal!r}; use one of {', '.join(GOALS)}")
+    instances = {cid: r.spec.instance_count for cid, r in results.candidates.items()}
     feasible: list[OperatingPoint] = []
-    everything: list[OperatingPoint] = []
+    everything: list[tuple[OperatingPoint, Measurement]] = []
     by_candidate: dict[str, list[tuple[OperatingPoint, Measurement]]] = {}
     for m in results.points:
         if m.status != "ok" or not m.windows:
             continue
-        p = OperatingPoint.of(m)
-        everything.append(p)
+        p = OperatingPoint.of(m, instances.get(m.candidate_id, 1))
+        everything.append((p, m))
         by_candidate.setdefault(m.candidate_id, []).append((p, m))
         if meets(p, m, c):
             feasible.append(p)
 
+    key = objective_key(goal, c.latency_percentile)
+
     def best_of(points: list[OperatingPoint]) -> OperatingPoint | None:
-        return max(points, key=lambda p: (p.throughput_infer_per_s, -p.latency_ms[c.latency_percentile]),
-                   default=None)
+        return max(points, key=key, default=None)
 
     baseline = best_of([p for p in feasible if p.candidate_id == "baseline"])
     if baseline is None:  # the baseline never met the budget: show its least-bad point
-        base_pts = [p for p in everything if p.candidate_id == "baseline"]
-        baseline = min(base_pts, key=lambda p: p.latency_ms[c.latency_percentile], default=None)
+        base_pts = [p for p in everything if p[0].candidate_id == "baseline"]
+        baseline = min(base_pts, key=lambda pm: violation(pm[0], pm[1], c), default=(None, None))[0]
 
+    unchecked = _unchecked(c, [p for p, _ in everything])
     tuned = [p for p in feasible if p.candidate_id != "baseline"]
     best = best_of(tuned) or best_of(feasible)
     if best is None:
-        closest = min(everything, key=lambda p: p.latency_ms[c.latency_percentile] / c.latency_budget_ms,
-                      default=None)
-        reason = (f"no candidate meets {c.latency_percentile} <= {c.latency_budget_ms:g} ms"
-                  + (f" with >= {c.min_throughput_infer_per_s:g} infer/s" if c.min_throughput_infer_per_s else ""))
+        closest = min(everything, key=lambda pm: violation(pm[0], pm[1], c), default=(None, None))[0]
+        reason = f"nothing meets the constraints: no candidate gives {_needs(c)}"
         if closest is not None:
             reason += f"; closest: {closest.candidate_id} at {_fmt(closest, c)}"
-        return Recommendation(None, None, baseline, closest, c, "none", reason, feasible)
+        if unchecked:
+            reason += "; not checked: " + "; ".join(unchecked)
+        return Recommendation(None, None, baseline, closest, c, "none", reason, feasible, goal, unchecked)
 
     others = [p for p in feasible if p.candidate_id not in (best.candidate_id,)]
     runner_up = best_of([p for p in others if p.candidate_id != "baseline"]) or best_of(others)
-    binding = _binding(by_candidate.get(best.candidate_id, []), best, c)
+    binding = _binding(by_candidate.get(best.candidate_id, []), best, c, goal)
     reason = f"{best.candidate_id} gives {_fmt(best, c)}"
+    if goal == "max_throughput_per_instance":
+        reason += f" = {best.throughput_per_instance:.1f} infer/s per instance ({best.instance_count})"
     if baseline is not None and best.candidate_id != "baseline":
         reason += f" vs baseline {_fmt(baseline, c)}"
     if runner_up is not None:
         reason += f"; runner-up {runner_up.candidate_id}: {_fmt(runner_up, c)}"
     reason += f"; binding: {binding}"
-    return Recommendation(best, runner_up, baseline, None, c, binding, reason, feasible)
+    if unchecked:
+        reason += "; not checked: " + "; ".join(unchecked)
+    return Recommendation(best, runner_up, baseline, None, c, binding, reason, feasible, goal, unchecked)
 
 
-def _binding(points: list[tuple[OperatingPoint, Measurement]], best: OperatingPoint, c: Constraints) -> str:
-    """Why the best candidate was not run harder: the constraint that held it."""
+def _unchecked(c: Constraints, points: list[OperatingPoint]) -> list[str]:
+    if c.max_gpu_memory_mb is None:
+        return []
+    missing = [p for p in points if p.gpu_memory_mb is None]
+    if not missing:
+        return []
+    if len(missing) == len(points):
+        return [f"max_gpu_memory_mb {c.max_gpu_memory_mb:g}: not available (no GPU memory telemetry "
+                "in the results; the server exposes no nv_gpu_memory_used_bytes)"]
+    return [f"max_gpu_memory_mb {c.max_gpu_memory_mb:g}: not available for {len(missing)} of "
+            f"{len(points)} load points (no GPU memory telemetry in their windows)"]
+
+
+def _binding(points: list[tuple[OperatingPoint, Measurement]], best: OperatingPoint, c: Constraints,
+             goal: str = "max_throughput") -> str:
+    """Why the best candidate was not run harder (or, for min_latency, lighter): the constraint that held it."""
+    if goal == "min_latency":
+        lower = sorted((pm for pm in points if pm[0].concurrency < best.concurrency),
+                       key=lambda pm: -pm[0].concurrency)
+        for p, _ in lower:
+            if p.throughput_infer_per_s < c.min_throughput_infer_per_s:
+                return (f"minimum throughput ({p.throughput_infer_per_s:.1f} infer/s < "
+                        f"{c.min_throughput_infer_per_s:g} at concurrency {p.concurrency})")
+        return "lowest load level measured"
     higher = sorted((pm for pm in points if pm[0].concurrency > best.concurrency), key=lambda pm: pm[0].concurrency)
     for p, m in higher:
         lat = p.latency_ms[c.latency_percentile]
-        if lat > c.latency_budget_ms:
+        if lat != lat or lat > c.latency_budget_ms:
             return f"latency budget ({c.latency_percentile} {lat:.2f} ms > {c.latency_budget_ms:g} ms at concurrency {p.concurrency})"
+        if (c.max_gpu_memory_mb is not None and p.gpu_memory_mb is not None
+                and p.gpu_memory_mb > c.max_gpu_memory_mb):
+            return (f"GPU memory ({p.gpu_memory_mb:.0f} MB > {c.max_gpu_memory_mb:g} MB at concurrency "
+                    f"{p.concurrency})")
+        if m.status != "ok" or (p.errors and error_rate(p, m) > c.max_error_rate):
+            return f"errors at concurrency {p.concurrency}"
         if p.throughput_infer_per_s <= best.throughput_infer_per_s:
             return f"throughput plateau (server saturated: {p.throughput_infer_per_s:.1f} infer/s at concurrency {p.concurrency})"
-        if m.status != "ok" or p.errors:
-            return f"errors at concurrency {p.concurrency}"
     return "highest load level measured"

@@ -1,9 +1,10 @@
 """report.html: one self-contained page (plotly.js embedded once, no network)
 built from a run's stored results alone.
 
-Sections: headline (the recommendation against the baseline), four figures
+Sections: headline (the recommendation against the baseline), five figures
 (latency/throughput curves, Pareto frontier, SLO-bound throughput heatmap,
-server-side breakdown), a sortable table of every candidate, the recommended
+server-side breakdown, replicas needed vs target load), a sortable table of every
+candidate (skipped ones with the reason), the recommended
 config.pbtxt with its diff, and the run's metadata.
 
 Every string that comes from data (model, ids, reasons, configs, profile) is
@@ -247,6 +248,9 @@ def fig_heatmap(results: RunResults, points: dict[str, list[Pt]], c: Constraints
             elif r.status == "failed":
                 label[i][j] = "failed"
                 note[i][j] = head + "failed: " + esc(_clip(r.reason, 120))
+            elif r.status == "skipped":
+                label[i][j] = "skipped"
+                note[i][j] = head + "skipped by the search: " + esc(_clip(r.reason, 160))
             else:
                 label[i][j] = "—"
                 note[i][j] = head + (f"no point meets {pct} ≤ {c.latency_budget_ms:g} ms" if
@@ -299,6 +303,53 @@ def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+GOAL_TEXT = {"max_throughput": "max throughput",
+             "min_latency": "min latency at the required throughput",
+             "max_throughput_per_instance": "max throughput per instance"}
+CAPACITY_HEADROOM = 0.3
+
+
+def fig_capacity(results: RunResults, rec: Recommendation, headroom: float = CAPACITY_HEADROOM) -> go.Figure:
+    """Replicas (servers/GPUs) needed vs target load, for the recommended config and the baseline."""
+    from .plan import capacity_of, capacity_steps
+
+    fig = go.Figure()
+    _layout(fig, f"Replicas needed vs target load ({headroom:.0%} headroom per replica)",
+            "target load (infer/s)", "replicas (servers / GPUs)")
+    lines = []
+    if rec.best is not None:
+        cap = capacity_of(results, rec, rec.best.candidate_id) or rec.best.throughput_infer_per_s
+        lines.append((f"recommended: {rec.best.candidate_id}", cap, "#1f77b4", "solid"))
+    if rec.baseline is not None and (rec.best is None or rec.best.candidate_id != BASELINE):
+        base_cap = capacity_of(results, rec, BASELINE)
+        if base_cap:
+            lines.append(("baseline (original config)", base_cap, "#444", "dash"))
+    lines = [ln for ln in lines if ln[1] and ln[1] > 0]
+    if not lines:
+        return _empty(fig, "no config meets the constraints: no capacity to plan with")
+    top = lines[0][1] * (1 - headroom) * 10
+    for name, cap, color, dash in lines:
+        n = max(1, min(200, math.ceil(top / (cap * (1 - headroom)))))
+        xs, ys = capacity_steps(cap, headroom, n)
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="lines", name=esc(name), line=dict(color=color, dash=dash, width=2.5),
+            hovertemplate=(f"<b>{esc(name)}</b><br>up to %{{x:,.0f}} infer/s: %{{y}} replica(s)<br>"
+                           f"{cap:,.1f} infer/s per replica within the budget<extra></extra>")))
+    fig.update_xaxes(range=[0, top])
+    return fig
+
+
+def capacity_text(results: RunResults, rec: Recommendation, headroom: float = CAPACITY_HEADROOM) -> str:
+    if rec.best is None:
+        return "Nothing meets the constraints, so there is no capacity to plan with."
+    from .plan import capacity_of
+
+    cap = capacity_of(results, rec, rec.best.candidate_id) or rec.best.throughput_infer_per_s
+    return (f"One replica = one server (GPU) running the recommended config: {_f(cap)} infer/s within the budget, "
+            f"{_f(cap * (1 - headroom))} infer/s with {headroom:.0%} kept free. "
+            "<code>tuner plan RUN_DIR --target-rps N</code> sizes a fleet (replicas, expected p99, cost).")
+
+
 # ---------------------------------------------------------------- page parts
 
 def _op_line(op: OperatingPoint, pct: str) -> str:
@@ -315,7 +366,7 @@ def headline(rec: Recommendation) -> str:
         return (f'<div class="box fail"><h2>No candidate meets the constraints</h2>'
                 f"<p>Budget: {esc(pct)} ≤ {c.latency_budget_ms:g} ms"
                 + (f", ≥ {c.min_throughput_infer_per_s:g} infer/s" if c.min_throughput_infer_per_s else "")
-                + f", errors ≤ {c.max_error_rate * 100:g}% of requests.</p>{closest}"
+                + f", errors ≤ {c.max_error_rate * 100:g}% of requests.</p>{closest}{_unchecked_html(rec)}"
                 f'<p class="reason">{esc(rec.reason)}</p></div>')
     b = rec.best
     line = f"Recommended config gives <b>{_f(b.throughput_infer_per_s)} infer/s</b> at {esc(pct)} " \
@@ -331,21 +382,26 @@ def headline(rec: Recommendation) -> str:
              f"(budget {c.latency_budget_ms:g} ms)</div>"
              f'<div class="stat"><span>{b.concurrency}</span>concurrency</div>{gain}</div>')
     return (f'<div class="box ok"><h2>Recommended: {esc(b.candidate_id)}</h2>{stats}<p>{line}.</p>'
-            f"<p><b>Binding constraint:</b> {esc(rec.binding)}</p>"
+            f"<p><b>Binding constraint:</b> {esc(rec.binding)}</p>{_unchecked_html(rec)}"
             f'<p class="reason">{esc(rec.reason)}</p></div>')
+
+
+def _unchecked_html(rec: Recommendation) -> str:
+    items = getattr(rec, "unchecked", None) or []
+    return "".join(f"<p><b>Not checked:</b> {esc(u)}</p>" for u in items)
 
 
 def candidates_table(results: RunResults, points: dict[str, list[Pt]], rec: Recommendation) -> str:
     pct = rec.constraints.latency_percentile
     heads = ["candidate", "max_batch_size", "queue delay (µs)", "preferred sizes", "instances", "status",
-             "best feasible infer/s", f"{pct} (ms)", "concurrency", "stable", "error rate", "failure reason"]
+             "best feasible infer/s", f"{pct} (ms)", "concurrency", "stable", "error rate", "failure / skip reason"]
     rows = []
     for cid in _candidate_ids(results):
         r = results.candidates.get(cid)
         spec = r.spec if r else None
         best = _best_feasible(points.get(cid, []), pct)
         status = r.status if r else "unknown"
-        reason = r.reason if r and r.status == "failed" else ""
+        reason = r.reason if r and r.status in ("failed", "skipped") else ""
         if r and status != "failed" and points.get(cid) and best is None:
             status = "no feasible point"
         none = ("—", "")  # (cell html, sort value)
@@ -370,7 +426,7 @@ def candidates_table(results: RunResults, points: dict[str, list[Pt]], rec: Reco
             (f'<span title="{esc(reason)}">{esc(_clip(reason, 160))}</span>' if reason else "", ""),
         ]
         cls = ' class="rec"' if rec.best and rec.best.candidate_id == cid else (
-            ' class="failed"' if status == "failed" else "")
+            ' class="failed"' if status == "failed" else ' class="skipped"' if status == "skipped" else "")
         tds = "".join(f'<td data-v="{esc(v)}">{text}</td>' for text, v in cells)
         rows.append(f"<tr{cls}>{tds}</tr>")
     ths = "".join(f'<th data-col="{i}" title="click to sort">{esc(h)}</th>' for i, h in enumerate(heads))
@@ -411,6 +467,8 @@ def metadata(results: RunResults, rec: Recommendation, profile: Profile, summary
     meta, c = results.meta, rec.constraints
     server = meta.get("server") or {}
     failed = sum(1 for r in results.candidates.values() if r.status == "failed")
+    skipped = sum(1 for r in results.candidates.values() if r.status == "skipped")
+    search = summary.get("search") or {}
     measured = summary.get("candidates_measured",
                            sum(1 for r in results.candidates.values() if r.status == "loaded" and not r.is_baseline))
     rows = [
@@ -423,8 +481,11 @@ def metadata(results: RunResults, rec: Recommendation, profile: Profile, summary
         ("constraints", f"{c.latency_percentile} ≤ {c.latency_budget_ms:g} ms, ≥ {c.min_throughput_infer_per_s:g} "
                         f"infer/s, errors ≤ {c.max_error_rate * 100:g}% of requests"
                         + (f", GPU memory ≤ {c.max_gpu_memory_mb:g} MB" if c.max_gpu_memory_mb else "")),
-        ("candidates", f"{measured} measured, {summary.get('candidates_failed', failed)} failed, "
-                       f"{len(results.points)} load points"),
+        ("candidates", f"{measured} measured, {summary.get('candidates_skipped', skipped)} skipped, "
+                       f"{summary.get('candidates_failed', failed)} failed, {len(results.points)} load points"),
+        ("search", f"{search.get('strategy') or profile.search.strategy}"
+                   + (f", {search['measure_s']:.0f} s measuring" if search.get("measure_s") is not None else "")),
+        ("objective", GOAL_TEXT.get(rec.goal, rec.goal)),
         ("started", str(meta.get("started_at") or "—")),
         ("duration", _duration(summary.get("duration_s", meta.get("duration_s")))),
         ("tuner", str(meta.get("tuner_version") or "—")),
@@ -455,7 +516,7 @@ th,td{padding:5px 8px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-a
 table.sortable th{cursor:pointer;background:#f0f2f5;position:sticky;top:0;user-select:none}
 table.sortable th.asc::after{content:" ▲"}table.sortable th.desc::after{content:" ▼"}
 td:first-child{white-space:nowrap}td:last-child{min-width:200px}.scroll{overflow-x:auto}
-tr.rec td{background:#fff7d6;font-weight:600}tr.failed td{color:#a11}
+tr.rec td{background:#fff7d6;font-weight:600}tr.failed td{color:#a11}tr.skipped td{color:#888}
 table.meta th{width:140px;color:#555}
 pre{background:#1e1e1e;color:#ddd;padding:12px;border-radius:6px;overflow:auto;font-size:12.5px;max-height:520px}
 pre .add{color:#8fe28f}pre .del{color:#ff8a8a}pre .hunk{color:#79b8ff}pre .meta{color:#aaa;font-weight:600}
@@ -494,6 +555,7 @@ def build_report(results: RunResults, rec: Recommendation, profile: Profile, ori
         ("fig-pareto", fig_pareto(points, rec)),
         ("fig-heatmap", fig_heatmap(results, points, c)),
         ("fig-breakdown", fig_breakdown(points, c)),
+        ("fig-capacity", fig_capacity(results, rec)),
     ]
     fig_html = [_fig_html(fig, fid, i == 0) for i, (fid, fig) in enumerate(figs)]
     return f"""<!DOCTYPE html>
@@ -504,7 +566,7 @@ def build_report(results: RunResults, rec: Recommendation, profile: Profile, ori
 <body><main>
 <h1>Batching tuning report: {esc(model)}</h1>
 <p class="sub">profile {esc(summary.get("profile") or profile.name)} ·
-target {esc(c.latency_percentile)} ≤ {c.latency_budget_ms:g} ms · objective: max throughput</p>
+target {esc(c.latency_percentile)} ≤ {c.latency_budget_ms:g} ms · objective: {esc(GOAL_TEXT.get(rec.goal, rec.goal))}</p>
 {headline(rec)}
 <section><h2>Latency vs throughput</h2>
 <p class="sub">One line per candidate; the baseline is the dashed grey line, the recommended point the gold star.
@@ -512,6 +574,7 @@ Hover a point for its concurrency, p50/p99 and errors.</p>{fig_html[0]}</section
 <section><h2>Pareto frontier</h2>{fig_html[1]}</section>
 <section><h2>Search space</h2>{fig_html[2]}</section>
 <section><h2>Where the time goes (server side)</h2>{fig_html[3]}</section>
+<section><h2>Capacity</h2><p class="sub">{capacity_text(results, rec)}</p>{fig_html[4]}</section>
 <section><h2>All candidates</h2><p class="sub">Click a column header to sort. ★ marks the recommendation.</p>
 {candidates_table(results, points, rec)}</section>
 <section><h2>Recommended config</h2><div class="cols">

@@ -10,22 +10,52 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None or x != x else f"{x:.{digits}f}"
 
 
+def _load_label(p, client: dict | None) -> str:
+    c = client or {}
+    if c.get("mode") == "rate":
+        arr = " poisson" if c.get("arrivals") == "poisson" else ""
+        return f"{c.get('target', 0):g}/s{arr}"
+    return f"c{p.concurrency}"
+
+
+def _client_label(client: dict | None) -> str:
+    if not client:
+        return "-"
+    if client.get("client_bound"):
+        return "CLIENT-BOUND"
+    return "server-bound" if client.get("bound") == "server" else "ok"
+
+
 def measure_table(result, console: Console | None = None) -> None:
     console = console or _console()
     t = Table(title=f"{result.model} on {result.server.get('url')} (Triton {result.server.get('version')})")
-    for col in ("concurrency", "infer/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "errors",
-                "queue ms", "infer ms", "avg batch", "stable"):
+    summaries = [p.summary() for p in result.points]
+    streamed = any(s.first_response_ms is not None for s in summaries)
+    cols = ["load", "infer/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "errors",
+            "queue ms", "infer ms", "avg batch", "stable", "client", "cpu us/req"]
+    if streamed:
+        cols[2:2] = ["first p50 ms", "resp/req"]
+    for col in cols:
         t.add_column(col, justify="right")
-    for p in result.points:
-        s = p.summary()
+    notes = []
+    for p, s in zip(result.points, summaries):
         srv = s.server_ms or {}
-        t.add_row(
-            str(p.concurrency), _fmt(s.throughput_infer_per_s, 1),
+        c = s.client or {}
+        row = [
+            _load_label(p, c), _fmt(s.throughput_infer_per_s, 1),
             *(_fmt(s.latency_ms[k]) for k in ("p50", "p90", "p95", "p99")),
             str(s.errors), _fmt(srv.get("queue")), _fmt(srv.get("compute_infer")),
             _fmt(s.avg_batch_size), "yes" if p.stable else "NO",
-        )
+            _client_label(c), _fmt(c.get("cpu_us_per_req"), 0),
+        ]
+        if streamed:
+            row[2:2] = [_fmt((s.first_response_ms or {}).get("p50")), _fmt(s.responses_per_request, 1)]
+        t.add_row(*row)
+        if c.get("reason"):
+            notes.append(f"{_load_label(p, c)}: {_client_label(c)}: {c['reason']}")
     console.print(t)
+    for line in notes:
+        console.print(line, markup=False)
 
 
 def _console() -> Console:

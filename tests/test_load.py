@@ -1,0 +1,282 @@
+"""The load generator against the real embedded Triton: several processes,
+open-loop request rates, decoupled models over the stream, telemetry, and
+response checks. No mocks: real server, real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tuner import telemetry
+from tuner.load import LoadClient, LoadSettings, build_request
+from tuner.server import EmbeddedServer, ServerControl, free_port, prepare_repository
+from tuner.stats import PERCENTILES, WindowSample, merge_windows, summarize
+
+from .conftest import ROOT, TUNER, subprocess_env
+
+pytestmark = pytest.mark.timeout(180)
+FAST = LoadSettings(warmup_s=0.3, window_s=0.5, min_windows=3, max_windows=3, stability_pct=15)
+
+BROKEN_CONFIG = """
+name: "{name}"
+backend: "python"
+max_batch_size: 8
+input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] }} ]
+output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] }} ]
+parameters: {{ key: "mode" value: {{ string_value: "{mode}" }} }}
+"""
+# Returns OUTPUT0 with no elements ("empty") or half of them ("short").
+BROKEN_MODEL = """
+import json
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.mode = json.loads(args["model_config"])["parameters"]["mode"]["string_value"]
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
+            y = x[:, :0] if self.mode == "empty" else x[:, :8]
+            out.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor("OUTPUT0", np.ascontiguousarray(y))]))
+        return out
+"""
+
+
+@pytest.fixture(scope="module")
+def odd_server(tmp_path_factory):
+    """A server with the bundled decoupled model and two models with bad outputs."""
+    repo = prepare_repository(tmp_path_factory.mktemp("odd_repo"), ["decoupled"])
+    for name, mode in (("empty_out", "empty"), ("short_out", "short")):
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "config.pbtxt").write_text(BROKEN_CONFIG.format(name=name, mode=mode))
+        (repo / name / "1" / "model.py").write_text(BROKEN_MODEL)
+    srv = EmbeddedServer(repo, tmp_path_factory.mktemp("odd_logs") / "tritonserver.log")
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _plan(url: str, model: str):
+    ctl = ServerControl(url)
+    try:
+        ctl.load(model)
+        return build_request(ctl.model_config(model), model)
+    finally:
+        ctl.close()
+
+
+def _run(url, model, plan, *, concurrency=None, rate=None, arrivals="constant", settings=FAST, metrics_url=None):
+    async def go():
+        async with LoadClient(url, model, metrics_url=metrics_url) as client:
+            if rate is not None:
+                return await client.open_loop(plan, rate, settings, arrivals)
+            return await client.closed_loop(plan, concurrency, settings)
+
+    return asyncio.run(go())
+
+
+# ------------------------------------------------------------------ merge ---
+
+def test_merged_windows_have_the_percentiles_of_the_union():
+    rng = np.random.default_rng(7)
+    parts = [
+        WindowSample(start_s=10.0, duration_s=0.5, latencies_us=rng.integers(100, 5000, n).tolist(), errors=e,
+                     client={"mode": "concurrency", "arrivals": "closed", "target": 8.0, "achieved": 7.9,
+                             "sent": n, "cpu_s": 0.1, "cpu_util_max": u, "loop_lag_p99_ms": lag, "workers": 1})
+        for n, e, u, lag in ((1000, 1, 0.5, 1.0), (37, 0, 0.7, 3.0), (2500, 2, 0.2, 0.5))
+    ]
+    merged = merge_windows(parts)
+    union = [x for p in parts for x in p.latencies_us]
+    assert sorted(merged.latencies_us) == sorted(union)
+    assert merged.errors == 3 and merged.duration_s == 0.5
+    expect = np.percentile(np.array(union, dtype=np.float64), PERCENTILES) / 1000.0
+    got = summarize([merged], last=1).latency_ms
+    assert [got[f"p{p}"] for p in PERCENTILES] == pytest.approx(list(expect), rel=0, abs=1e-12)
+    # the self-check adds up (targets, CPU) or takes the worst process (lag, utilization)
+    c = merged.client
+    assert c["target"] == 24.0 and c["workers"] == 3 and c["cpu_s"] == pytest.approx(0.3)
+    assert c["cpu_util_max"] == 0.7 and c["loop_lag_p99_ms"] == 3.0
+    # records written before these fields existed still load, and new ones round-trip
+    old = {"start_s": 1.0, "duration_s": 2.0, "errors": 0, "latencies_us": [5, 6], "server": None}
+    w = WindowSample.from_dict(old)
+    assert w.client is None and w.telemetry is None and w.first_response_us is None
+    assert WindowSample.from_dict(json.loads(json.dumps(merged.to_dict()))) == merged
+
+
+def test_two_processes_merge_exactly(remote_server):
+    plan = _plan(remote_server.url, "identity")
+    settings = LoadSettings(warmup_s=0.3, window_s=0.4, min_windows=2, max_windows=2, workers=2)
+    closed_port = f"http://127.0.0.1:{free_port()}/metrics"
+    ps = _run(remote_server.url, "identity", plan, concurrency=4, settings=settings, metrics_url=closed_port)
+    assert ps.workers == 2 and len(ps.worker_windows) == 2 and len(ps.windows) == 2
+    assert ps.error_kinds == {}
+    for k, window in enumerate(ps.windows):
+        per = [ww[k] for ww in ps.worker_windows]
+        # aligned: both processes cut the same window of the shared monotonic clock
+        assert per[0].start_s == per[1].start_s and per[0].duration_s == per[1].duration_s
+        assert all(p.completed > 0 for p in per)
+        assert sorted(window.latencies_us) == sorted(x for p in per for x in p.latencies_us)
+        assert window.client["workers"] == 2 and window.client["target"] == 4.0
+        assert window.telemetry is None  # a closed metrics port: not available, not an error
+    union = np.array([x for ww in ps.worker_windows for w in ww for x in w.latencies_us], dtype=np.float64)
+    got = summarize(ps.windows, last=2).latency_ms
+    expect = np.percentile(union, PERCENTILES) / 1000.0
+    assert [got[f"p{p}"] for p in PERCENTILES] == pytest.approx(list(expect), rel=0, abs=1e-12)
+
+
+# ------------------------------------------------------------- open loop ---
+
+def test_request_rate_is_held_below_saturation(remote_server):
+    # synthetic: one instance, 2.5 ms per request -> ~400/s at most; ask for 150/s
+    plan = _plan(remote_server.url, "synthetic")
+    ps = _run(remote_server.url, "synthetic", plan, rate=150, metrics_url=remote_server.metrics_url)
+    assert ps.request_rate == 150 and ps.concurrency == 0 and ps.error_kinds == {}
+    s = summarize(ps.windows)
+    c = s.client
+    assert c["mode"] == "rate" and c["target"] == 150
+    assert c["achieved"] == pytest.approx(150, rel=0.03)  # sends per second
+    assert s.throughput_infer_per_s == pytest.approx(150, rel=0.03)  # completions per second
+    assert c["bound"] is None and not c["client_bound"], c["reason"]
+    # latency runs from the scheduled send time and can't beat the model's 2.5 ms
+    assert 2.5 <= s.latency_ms["p50"] < 50
+    # telemetry from a server without GPUs: CPU figures, no GPU section, no error
+    t = ps.windows[-1].telemetry
+    assert t is not None and "gpus" not in t
+    assert 0.0 <= t["cpu_utilization"] <= 1.0 and t["cpu_memory_used_bytes"] > 0
+    assert t["request_success"] > 0 and t["pending_requests"] is not None
+
+
+def test_rate_far_above_saturation_is_flagged_server_bound(remote_server):
+    # 1500/s offered to a model that completes ~400/s: requests go out on time
+    # until max_inflight are outstanding, then sends wait for the server. That is
+    # the server's limit, not the generator's: flagged "server", not client-bound.
+    plan = _plan(remote_server.url, "synthetic")
+    settings = LoadSettings(warmup_s=0.3, window_s=0.4, min_windows=3, max_windows=3, max_inflight=150)
+    ps = _run(remote_server.url, "synthetic", plan, rate=1500, settings=settings)
+    s = summarize(ps.windows)
+    c = s.client
+    assert s.throughput_infer_per_s < 0.5 * 1500
+    assert c["bound"] == "server" and not c["client_bound"], c["reason"]
+    assert c["capped_sends"] > 0 and "in-flight limit" in c["reason"]
+
+
+def test_measure_cli_request_rate(remote_server, tmp_path):
+    out = tmp_path / "m.json"
+    proc = subprocess.run(
+        TUNER + ["measure", "identity", "--url", remote_server.url, "--request-rate", "200",
+                 "--arrivals", "poisson", "--window-s", "0.4", "--warmup-s", "0.2", "--max-windows", "3",
+                 "--metrics-url", remote_server.metrics_url, "--json", str(out), "--out", str(tmp_path / "run")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr
+    (p,) = json.loads(out.read_text())["points"]
+    assert p["request_rate"] == 200 and p["arrivals"] == "poisson" and p["errors"] == 0
+    assert p["client"]["cpu_us_per_req"] > 0 and p["client_bound"] is False
+    assert p["telemetry"]["cpu_utilization"]["max"] >= 0
+    assert "200/s poisson" in proc.stdout and "cpu us/req" in proc.stdout
+    rec = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    point = [r for r in rec if r["type"] == "point"][0]
+    assert point["request_rate"] == 200 and point["client_bound"] is False
+    assert point["windows"][0]["client"]["mode"] == "rate"
+
+
+# ----------------------------------------------------- stream, telemetry ---
+
+def test_decoupled_model_over_the_stream(odd_server):
+    plan = _plan(odd_server.url, "decoupled")
+    assert plan.decoupled
+    ps = _run(odd_server.url, "decoupled", plan, concurrency=2)
+    assert ps.error_kinds == {}, ps.first_error
+    s = summarize(ps.windows)
+    assert s.completed > 0 and s.responses_per_request == 4
+    for w in ps.windows:
+        assert len(w.first_response_us) == len(w.latencies_us)
+        assert all(f < t for f, t in zip(w.first_response_us, w.latencies_us))
+    # 4 responses 1 ms apart: the final one comes at least ~3 ms after the first
+    assert s.first_response_ms["p50"] + 2.5 < s.latency_ms["p50"]
+    # open loop over the stream too
+    ps = _run(odd_server.url, "decoupled", plan, rate=40)
+    s = summarize(ps.windows)
+    assert ps.error_kinds == {} and s.responses_per_request == 4
+    assert s.client["achieved"] == pytest.approx(40, rel=0.05)
+
+
+def test_metrics_parsing_and_a_closed_port(remote_server):
+    text = """# HELP nv_gpu_utilization GPU utilization rate [0.0 - 1.0)
+# TYPE nv_gpu_utilization gauge
+nv_gpu_utilization{gpu_uuid="GPU-a"} 0.5
+nv_gpu_utilization{gpu_uuid="GPU-b"} 0.25
+# TYPE nv_gpu_memory_used_bytes gauge
+nv_gpu_memory_used_bytes{gpu_uuid="GPU-a"} 1000
+# TYPE nv_gpu_power_usage gauge
+nv_gpu_power_usage{gpu_uuid="GPU-a"} 70.5
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="m",version="1"} 10
+nv_inference_request_success{model="other",version="1"} 99
+# TYPE nv_inference_pending_request_count gauge
+nv_inference_pending_request_count{model="m",version="1"} 3
+"""
+    snap = telemetry.parse_metrics(text, "m")
+    assert snap.gpus == {"GPU-a": {"utilization": 0.5, "memory_used_bytes": 1000.0, "power_w": 70.5},
+                         "GPU-b": {"utilization": 0.25}}
+    assert snap.counters == {"request_success": 10.0} and snap.pending_requests == 3.0
+    assert snap.cpu == {}  # no CPU families: not available
+    after = telemetry.parse_metrics(text.replace("} 10", "} 25"), "m")
+    w = telemetry.window_telemetry(snap, after)
+    assert w["request_success"] == 15.0 and w["gpus"]["GPU-a"]["power_w"] == 70.5
+    assert "cpu_utilization" not in w
+
+    # the real embedded server (CPU host): CPU families, no GPU ones
+    real = telemetry.scrape(remote_server.metrics_url, "identity")
+    assert real is not None and real.gpus == {} and "cpu_utilization" in real.cpu
+    # a closed port and an unroutable address: None, quickly
+    t0 = time.monotonic()
+    assert telemetry.scrape(f"http://127.0.0.1:{free_port()}/metrics") is None
+    assert telemetry.scrape("http://10.255.255.1:8002/metrics", timeout_s=0.3) is None
+    assert time.monotonic() - t0 < 2.0
+    assert telemetry.default_metrics_url("10.1.2.3:8001") == "http://10.1.2.3:8002/metrics"
+    assert telemetry.default_metrics_url("[::1]:8001") == "http://[::1]:8002/metrics"
+
+
+@pytest.mark.parametrize("model, size", [("empty_out", 0), ("short_out", 32)])
+def test_empty_or_short_output_from_a_real_model_is_an_error(odd_server, model, size):
+    plan = _plan(odd_server.url, model)
+    settings = LoadSettings(warmup_s=0.2, window_s=0.3, min_windows=2, max_windows=2)
+    for kw in ({"concurrency": 2}, {"rate": 100}):
+        ps = _run(odd_server.url, model, plan, settings=settings, **kw)
+        assert all(w.completed == 0 for w in ps.windows), kw
+        assert sum(w.errors for w in ps.windows) > 0
+        assert set(ps.error_kinds) == {"BAD_OUTPUT"}
+        assert f"has {size} bytes, expected 64" in ps.first_error
+
+
+def test_sampled_check_still_catches_every_bad_length():
+    from tritonclient.grpc import service_pb2
+
+    from tuner.load import ResponseChecker
+
+    def resp(n):
+        r = service_pb2.ModelInferResponse(model_name="m", raw_output_contents=[b"\0" * n])
+        r.outputs.add(name="OUTPUT0", datatype="FP32", shape=[1, n // 4])
+        return r.SerializeToString()
+
+    check = ResponseChecker((("OUTPUT0", 64),), every=1000)
+    assert check(resp(64)) is None and check.checked == 1
+    for _ in range(50):
+        assert check(resp(64)) is None  # known-good length: not parsed again
+    assert check.checked == 1
+    assert "60 bytes" in check(resp(60))  # a new length is always parsed
+    assert "0 bytes" in check(resp(0))
+    assert check.checked == 3

@@ -1,0 +1,276 @@
+"""The project's benchmark (run by ./bench.sh; not a test).
+
+Sections, each a function of a `BenchContext` returning a JSON-able dict of
+named results; `SECTIONS` lists them in run order, so a new one is a
+function and a line there:
+
+- loadgen: tuner's load generator vs perf_analyzer, side by side on the same
+  embedded Triton (`identity`: near-zero cost; `synthetic`: 2 ms + 0.5 ms
+  per item), at the same concurrency levels and one request rate per model:
+  throughput, p50/p99 and client CPU per request, and their ratios
+  (tuner / perf_analyzer).
+
+Client CPU per request is measured the same way for both: the load
+generator's process CPU time over its whole run (warm-up included; for
+perf_analyzer its rusage as a child process, for tuner the process_time of
+this process around the run) divided by the requests the server completed
+over that run (statistics API). Throughput and percentiles are each tool's
+own figures over its measurement windows.
+
+    python -m tuner.bench [--sections loadgen] [--json FILE] [--quick]
+    PERF_ANALYZER="cmd prefix" (how to run perf_analyzer; bench.sh sets it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .load import LoadClient, LoadSettings, build_request
+from .server import EmbeddedServer, ServerControl, prepare_repository
+from .stats import summarize
+
+
+@dataclass
+class BenchContext:
+    server: EmbeddedServer
+    control: ServerControl
+    work: Path
+    perf_analyzer: list[str] | None
+    quick: bool = False
+    echo: Callable[[str], None] = print
+    notes: list[str] = field(default_factory=list)
+    # one event loop for every in-process measurement (grpc.aio wants one loop per process)
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+
+
+# ---------------------------------------------------------------- loadgen ---
+
+@dataclass(frozen=True)
+class Point:
+    model: str
+    concurrency: int = 0
+    rate: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}_c{self.concurrency}" if not self.rate else f"{self.model}_r{self.rate:g}"
+
+
+LOADGEN_POINTS = [
+    Point("identity", concurrency=1), Point("identity", concurrency=16), Point("identity", concurrency=64),
+    Point("identity", rate=2000),
+    Point("synthetic", concurrency=1), Point("synthetic", concurrency=8), Point("synthetic", concurrency=32),
+    Point("synthetic", rate=300),
+]
+WINDOW_S = 2.0
+
+
+def _success_count(ctl: ServerControl, model: str) -> int:
+    stats = ctl.statistics(model)
+    return sum(int(m.get("inference_stats", {}).get("success", {}).get("count", 0))
+               for m in stats.get("model_stats", []))
+
+
+def run_tuner(ctx: BenchContext, point: Point, window_s: float) -> dict:
+    ctl = ctx.control
+    plan = build_request(ctl.model_config(point.model), point.model)
+    settings = LoadSettings(warmup_s=1.0, window_s=window_s, min_windows=3, max_windows=3)
+
+    async def go():
+        async with LoadClient(ctx.server.url, point.model, metrics_url=ctx.server.metrics_url) as client:
+            if point.rate:
+                return await client.open_loop(plan, point.rate, settings, "constant")
+            return await client.closed_loop(plan, point.concurrency, settings)
+
+    n0, cpu0 = _success_count(ctl, point.model), time.process_time()
+    samples = ctx.loop.run_until_complete(go())
+    cpu, n = time.process_time() - cpu0, _success_count(ctl, point.model) - n0
+    s = summarize(samples.windows)
+    c = s.client or {}
+    return {
+        "infer_per_s": s.throughput_infer_per_s,
+        "p50_ms": s.latency_ms["p50"],
+        "p99_ms": s.latency_ms["p99"],
+        "cpu_us_per_req": cpu / n * 1e6 if n else None,
+        "errors": s.errors,
+        "client_bound": bool(c.get("client_bound")),
+        "bound": c.get("bound"),
+        "reason": c.get("reason", ""),
+        "achieved": c.get("achieved"),
+        "loop_lag_p99_ms": c.get("loop_lag_p99_ms"),
+        "self_cpu_us_per_req": c.get("cpu_us_per_req"),  # over the measured windows only
+    }
+
+
+def run_perf_analyzer(ctx: BenchContext, point: Point, window_s: float) -> dict | None:
+    if not ctx.perf_analyzer:
+        return None
+    out_csv = ctx.work / f"pa_{point.key}.csv"
+    cmd = ctx.perf_analyzer + [
+        "-m", point.model, "-u", ctx.server.url, "-i", "grpc",
+        "--measurement-interval", str(int(window_s * 1000)), "-f", str(out_csv),
+    ]
+    if point.rate:
+        cmd += ["--request-rate-range", f"{point.rate:g}", "--request-distribution", "constant"]
+    else:
+        cmd += ["--concurrency-range", str(point.concurrency)]
+    n0 = _success_count(ctx.control, point.model)
+    log = ctx.work / f"pa_{point.key}.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except KeyboardInterrupt:
+            proc.kill()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    n = _success_count(ctx.control, point.model) - n0
+    if proc.returncode != 0 or not out_csv.exists():
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        ctx.notes.append(f"perf_analyzer failed at {point.key} (exit {proc.returncode}): {' | '.join(tail)}")
+        return None
+    with open(out_csv, newline="") as f:
+        row = next(csv.DictReader(f))
+    cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "infer_per_s": float(row["Inferences/Second"]),
+        "p50_ms": float(row["p50 latency"]) / 1000.0,
+        "p99_ms": float(row["p99 latency"]) / 1000.0,
+        "cpu_us_per_req": cpu / n * 1e6 if n else None,
+    }
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def loadgen(ctx: BenchContext) -> dict:
+    window_s = 1.0 if ctx.quick else WINDOW_S
+    points = LOADGEN_POINTS
+    for model in sorted({p.model for p in points}):
+        ctx.control.load(model)
+    out: dict[str, dict] = {}
+    for i, point in enumerate(points):
+        ctx.echo(f"  {point.key} ...")
+        # alternate which tool goes first, so a drift of the host favours neither
+        if i % 2 == 0:
+            t = run_tuner(ctx, point, window_s)
+            pa = run_perf_analyzer(ctx, point, window_s)
+        else:
+            pa = run_perf_analyzer(ctx, point, window_s)
+            t = run_tuner(ctx, point, window_s)
+        pa = pa or {}
+        row = {
+            "tuner_infer_per_s": t["infer_per_s"], "pa_infer_per_s": pa.get("infer_per_s"),
+            "throughput_ratio": _ratio(t["infer_per_s"], pa.get("infer_per_s")),
+            "tuner_p50_ms": t["p50_ms"], "pa_p50_ms": pa.get("p50_ms"),
+            "p50_ratio": _ratio(t["p50_ms"], pa.get("p50_ms")),
+            "tuner_p99_ms": t["p99_ms"], "pa_p99_ms": pa.get("p99_ms"),
+            "p99_ratio": _ratio(t["p99_ms"], pa.get("p99_ms")),
+            "tuner_cpu_us_per_req": t["cpu_us_per_req"], "pa_cpu_us_per_req": pa.get("cpu_us_per_req"),
+            "cpu_ratio": _ratio(t["cpu_us_per_req"], pa.get("cpu_us_per_req")),
+            "tuner_errors": t["errors"], "tuner_client_bound": t["client_bound"], "tuner_bound": t["bound"],
+            "tuner_bound_reason": t["reason"], "tuner_loop_lag_p99_ms": t["loop_lag_p99_ms"],
+        }
+        if point.rate:
+            row["target_rate"] = point.rate
+            row["tuner_achieved_rate"] = t["achieved"]
+        out[point.key] = row
+    return out
+
+
+def loadgen_table(results: dict, echo: Callable[[str], None] = print) -> None:
+    def f(x, d=1):
+        return "-" if x is None else f"{x:.{d}f}"
+
+    head = (f"{'point':16s} {'infer/s tuner':>13s} {'pa':>8s} {'ratio':>6s} | {'p50 ms tuner':>12s} {'pa':>6s} "
+            f"{'ratio':>6s} | {'p99 ms tuner':>12s} {'pa':>6s} {'ratio':>6s} | {'cpu us/req tuner':>16s} "
+            f"{'pa':>6s} {'ratio':>6s} | flag")
+    echo(head)
+    echo("-" * len(head))
+    for key, r in results.items():
+        flag = "CLIENT-BOUND" if r["tuner_client_bound"] else (r["tuner_bound"] or "ok")
+        if "target_rate" in r and r.get("tuner_achieved_rate") is not None:
+            flag += f" (sent {r['tuner_achieved_rate']:.0f}/s of {r['target_rate']:g}/s)"
+        echo(f"{key:16s} {f(r['tuner_infer_per_s']):>13s} {f(r['pa_infer_per_s']):>8s} "
+             f"{f(r['throughput_ratio'], 2):>6s} | {f(r['tuner_p50_ms'], 3):>12s} {f(r['pa_p50_ms'], 3):>6s} "
+             f"{f(r['p50_ratio'], 2):>6s} | {f(r['tuner_p99_ms'], 2):>12s} {f(r['pa_p99_ms'], 2):>6s} "
+             f"{f(r['p99_ratio'], 2):>6s} | {f(r['tuner_cpu_us_per_req'], 0):>16s} "
+             f"{f(r['pa_cpu_us_per_req'], 0):>6s} {f(r['cpu_ratio'], 2):>6s} | {flag}")
+
+
+SECTIONS: dict[str, tuple[Callable[[BenchContext], dict], Callable[[dict, Callable], None] | None]] = {
+    "loadgen": (loadgen, loadgen_table),
+}
+MODELS = ["identity", "synthetic"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tuner.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections to run")
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--quick", action="store_true", help="1 s windows (a smoke run; noisier)")
+    args = ap.parse_args(argv)
+    names = [s for s in args.sections.split(",") if s]
+    unknown = [s for s in names if s not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s) {unknown}; sections: {', '.join(SECTIONS)}")
+    pa_env = os.environ.get("PERF_ANALYZER", "").strip()
+    pa = shlex.split(pa_env) if pa_env else None
+
+    def echo(line: str) -> None:
+        print(line, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="tuner-bench-") as tmp:
+        work = Path(tmp)
+        repo = prepare_repository(work / "repo", MODELS)
+        server = EmbeddedServer(repo.resolve(), work / "tritonserver.log")
+        server.start()
+        control = ServerControl(server.url, server.log_path)
+        ctx = BenchContext(server, control, work, pa, quick=args.quick, echo=echo)
+        if pa is None:
+            ctx.notes.append("perf_analyzer is not available: tuner's figures only")
+        doc: dict = {"meta": {
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cores": os.cpu_count(), "python": sys.version.split()[0],
+            "perf_analyzer": pa_env or None, "window_s": 1.0 if args.quick else WINDOW_S,
+            "load_avg_before": os.getloadavg()[0],
+        }}
+        try:
+            for name in names:
+                run, table = SECTIONS[name]
+                echo(f"[{name}]")
+                doc[name] = run(ctx)
+                if table is not None:
+                    echo("")
+                    table(doc[name], echo)
+                    echo("")
+        finally:
+            ctx.loop.close()
+            control.close()
+            server.stop()
+        doc["meta"]["load_avg_after"] = os.getloadavg()[0]
+        doc["meta"]["notes"] = ctx.notes
+        for note in ctx.notes:
+            echo(f"note: {note}")
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(doc, indent=2) + "\n")
+            echo(f"json: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

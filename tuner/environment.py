@@ -1,0 +1,210 @@
+"""The environment a measurement ran in, and whether two environments compare.
+
+Every results file's "run" record carries an "environment" object (schema 1):
+
+    {"schema": 1,
+     "tuner_version": "0.1.0",
+     "started_at": "2025-01-01T00:00:00Z",
+     "profile_sha256": "..." | null,
+     "server": {"name": "triton", "version": "2.51.0", "extensions": [...], "embedded": true},
+     "model": {"name": "synthetic", "version": "", "config": {... read back from the server ...}},
+     "gpus": [{"uuid": "GPU-...", "name": "..." | null, "memory_total_bytes": 8.1e10 | null}, ...],
+     "gpus_known": true,          # false: no metrics URL, or the metrics endpoint failed
+     "metrics_url": "http://..." | null, "metrics_error": "" ,
+     "client": {"host": "...", "cpu_count": 16, "platform": "Linux-...", "python": "3.11.9"}}
+
+GPUs come from Triton's Prometheus metrics endpoint (`nv_gpu_*` families,
+labelled by `gpu_uuid`; parsed with prometheus_client's parser). A server
+without GPUs, or one whose metrics URL is unknown, gives an empty list, never
+an error.
+
+Which fields must match before two measurements are compared (`differences`):
+
+    server.version      a different Triton is a different system
+    model.name
+    model.platform      platform and backend: a different runtime is a different model
+    model.signature     inputs/outputs (name, data type, dims): a different request
+    model.instance_kind KIND_GPU / KIND_CPU / ... of the instance groups
+    gpus                the GPU count, and per GPU its name (when the metrics show one)
+                        or total memory (a proxy for the model of GPU); only when
+                        both sides could read the metrics endpoint
+    client.cpu_count    the load generator's CPUs (and an embedded server's) bound
+                        what it can drive on small hosts
+
+Recorded but NOT required to match, because they differ on every CI run or
+are exactly what a regression gate is meant to test: the host name, the start
+time, the tuner version, the profile hash, server extensions, the model
+version and the model's other config fields (its `parameters`, weights,
+optimization settings). The tuned fields (max_batch_size, dynamic batching,
+instance count) are matched per load point instead: a point is only ever
+compared with a point measured under the same tuned fields. Fields absent on
+either side (results written before environments were recorded) are listed
+as unknown, not as a mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import time
+import urllib.request
+
+from . import __version__
+from . import config as cfgmod
+
+SCHEMA = 1
+METRICS_TIMEOUT_S = 3.0
+
+
+def _model_config(srv, model: str, version: str) -> dict | None:
+    try:
+        cfg = srv.control.model_config(model, version)
+    except Exception:  # noqa: BLE001 - the environment is a record, never a failure
+        return None
+    return json.loads(cfgmod.config_to_json(cfg))
+
+
+def gpus_from_metrics(text: str) -> list[dict]:
+    """GPUs named in Triton's Prometheus metrics (an empty list when none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gpus: dict[str, dict] = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("nv_gpu_"):
+            continue
+        for sample in family.samples:
+            uuid = sample.labels.get("gpu_uuid")
+            if not uuid:
+                continue
+            g = gpus.setdefault(uuid, {"uuid": uuid, "name": None, "memory_total_bytes": None})
+            for key in ("gpu_name", "name", "model_name", "product_name"):
+                if sample.labels.get(key):
+                    g["name"] = sample.labels[key]
+            if family.name == "nv_gpu_memory_total_bytes":
+                g["memory_total_bytes"] = float(sample.value)
+    return [gpus[k] for k in sorted(gpus)]
+
+
+def read_gpus(metrics_url: str | None) -> tuple[list[dict], bool, str]:
+    """(gpus, known, error) from a metrics URL; unknown URL or failure: ([], False, why)."""
+    if not metrics_url:
+        return [], False, "no metrics URL"
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=METRICS_TIMEOUT_S) as resp:  # noqa: S310
+            text = resp.read().decode("utf-8", "replace")
+        return gpus_from_metrics(text), True, ""
+    except Exception as err:  # noqa: BLE001 - absent metrics are an empty list, never an error
+        return [], False, f"{type(err).__name__}: {err}"[:200]
+
+
+def collect(srv, model: str, profile_sha256: str | None, *, version: str = "",
+            metrics_url: str | None = None) -> dict:
+    """The environment of a measurement on `srv` (a `tuner.server.ServerContext`).
+
+    `metrics_url` overrides the server's own (the embedded server knows its
+    metrics port; a remote server's is only known when given).
+    """
+    try:
+        md = srv.control.metadata()
+    except Exception:  # noqa: BLE001
+        md = {}
+    url = metrics_url or getattr(srv, "metrics_url", None)
+    gpus, known, err = read_gpus(url)
+    return {
+        "schema": SCHEMA,
+        "tuner_version": __version__,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "profile_sha256": profile_sha256,
+        "server": {"name": md.get("name", ""), "version": md.get("version", ""),
+                   "extensions": sorted(md.get("extensions", [])),
+                   "embedded": getattr(srv, "embedded", None) is not None},
+        "model": {"name": model, "version": version, "config": _model_config(srv, model, version)},
+        "gpus": gpus,
+        "gpus_known": known,
+        "metrics_url": url,
+        "metrics_error": err,
+        "client": {"host": socket.gethostname(), "cpu_count": os.cpu_count(),
+                   "platform": platform.platform(), "python": platform.python_version()},
+    }
+
+
+# ------------------------------------------------------------- comparing ---
+
+def _signature(cfg: dict) -> list:
+    out = []
+    for kind in ("input", "output"):
+        for t in cfg.get(kind, []) or []:
+            out.append([kind, t.get("name", ""), t.get("data_type", ""), [int(d) for d in t.get("dims", [])]])
+    return out
+
+
+def _instance_kinds(cfg: dict) -> list[str]:
+    return sorted({g.get("kind", "KIND_AUTO") for g in cfg.get("instance_group", []) or []}) or ["KIND_AUTO"]
+
+
+def _gpu_identity(env: dict) -> dict | None:
+    if not env.get("gpus_known"):
+        return None
+    gpus = env.get("gpus", [])
+    return {"count": len(gpus),
+            "models": sorted(g.get("name") or f"{(g.get('memory_total_bytes') or 0) / 2**30:.0f} GiB"
+                             for g in gpus)}
+
+
+def must_match(env: dict) -> dict:
+    """The fields that must match, each None when this environment did not record it."""
+    server = env.get("server") or {}
+    model = env.get("model") or {}
+    cfg = model.get("config")
+    client = env.get("client") or {}
+    return {
+        "server.version": server.get("version") or None,
+        "model.name": model.get("name") or None,
+        "model.platform": ({"platform": cfg.get("platform", ""), "backend": cfg.get("backend", "")}
+                           if cfg is not None else None),
+        "model.signature": _signature(cfg) if cfg is not None else None,
+        "model.instance_kind": _instance_kinds(cfg) if cfg is not None else None,
+        "gpus": _gpu_identity(env),
+        "client.cpu_count": client.get("cpu_count"),
+    }
+
+
+INFO_FIELDS = ("tuner_version", "profile_sha256", "server.extensions", "client.host", "model.version")
+
+
+def _get(env: dict, dotted: str):
+    cur = env
+    for part in dotted.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def _short(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def differences(baseline: dict | None, current: dict | None) -> tuple[list[str], list[str], list[str]]:
+    """(mismatches, unknown, informational differences), each a list of one-line texts."""
+    baseline, current = baseline or {}, current or {}
+    a, b = must_match(baseline), must_match(current)
+    mismatches, unknown = [], []
+    for key in a:
+        if a[key] is None or b[key] is None:
+            if key == "gpus" and (baseline or current):
+                continue  # no metrics endpoint is common and documented: not worth a note
+            unknown.append(f"{key}: not recorded in the {'baseline' if a[key] is None else 'current'} results")
+        elif a[key] != b[key]:
+            mismatches.append(f"{key}: baseline {_short(a[key])}, current {_short(b[key])}")
+    info = []
+    for key in INFO_FIELDS:
+        x, y = _get(baseline, key), _get(current, key)
+        if isinstance(x, list) and isinstance(y, list):
+            x, y = sorted(map(str, x)), sorted(map(str, y))
+        if x is not None and y is not None and x != y:
+            info.append(f"{key}: baseline {_short(x)}, current {_short(y)}")
+    return mismatches, unknown, info
