@@ -37,6 +37,10 @@ RUNS = 7  # 21 distinct pairs; 20 are compared
 SLOW_RUNS = 3
 SETTINGS = LoadSettings(warmup_s=0.3, window_s=0.5, min_windows=3, max_windows=4, stability_pct=15)
 LEVELS = [1, 4]
+# This workload's run-to-run spread beyond what a run's own windows show, measured on the 2-core box:
+# about 2% (throughput and p50; `tuner compare --run-noise 0` of repeated runs). The product default,
+# 3%, leans to fewer false alarms on noisier runners; here the gate runs calibrated to the workload.
+GATE = CompareOptions(run_noise=0.02)
 
 
 def _workload(original: cfgmod.ModelConfig, slowdown: float = 1.0) -> cfgmod.ModelConfig:
@@ -89,7 +93,7 @@ def test_false_alarm_rate_same_config(measured):
     pairs = list(itertools.combinations(range(RUNS), 2))[:20]
     flagged = []
     for a, b in pairs:
-        c = compare(runs[a], runs[b], CompareOptions())
+        c = compare(runs[a], runs[b], GATE)
         assert len(c.points) == len(LEVELS) and not c.unmatched
         if c.regressed:
             flagged.append((a, b, [r for p in c.regressions for r in p.reasons]))
@@ -101,12 +105,14 @@ def test_slower_model_is_a_regression_every_time(measured, tmp_path):
     normal, slow = measured["normal"], measured["slow"]
     # every (normal, slow) pair, through the library
     misses = [(n.name, s.name) for n in normal for s in slow
-              if not compare(load_dataset(n), load_dataset(s)).regressed]
+              if not compare(load_dataset(n), load_dataset(s), GATE).regressed]
+    print(f"detected {len(normal) * len(slow) - len(misses)}/{len(normal) * len(slow)}")
     assert not misses, misses
     # and through the CLI, with its exit code and reports, several times
     for i, s in enumerate(slow):
         junit, md, js = tmp_path / f"j{i}.xml", tmp_path / f"r{i}.md", tmp_path / f"r{i}.json"
-        proc = _cli("compare", normal[i], s, "--junit", junit, "--markdown", md, "--json", js)
+        proc = _cli("compare", normal[i], s, "--run-noise", "2%", "--junit", junit, "--markdown", md,
+                    "--json", js)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "REGRESSION" in proc.stdout and "Traceback" not in proc.stderr
         suite = ET.parse(junit).getroot()
@@ -380,3 +386,15 @@ nv_inference_count{model="m",version="1"} 10
     with pytest.raises(EnvironmentMismatch):
         compare(_dataset([_point(np.random.default_rng(0))], env),
                 _dataset([_point(np.random.default_rng(1))], dict(env, server={"version": "2.52.0"})))
+
+
+def test_p99_of_too_few_requests_is_not_gated():
+    rng = np.random.default_rng(11)
+    few = compare(_dataset([_point(rng, n=100)]), _dataset([_point(rng, n=100, scale=1.5)]),
+                  CompareOptions(max_throughput_drop=None))
+    p99 = few.points[0].metrics[4]
+    assert p99.metric == "p99" and p99.limit is None and "1000 requests" in p99.not_gated
+    assert not few.regressed and any("p99 needs" in n for n in few.points[0].notes)
+    many = compare(_dataset([_point(rng, n=600)]), _dataset([_point(rng, n=600, scale=1.5)]),
+                   CompareOptions(max_throughput_drop=None))
+    assert many.points[0].metrics[4].limit == pytest.approx(0.10) and many.regressed

@@ -421,8 +421,8 @@ def test_smart_agrees_with_grid_on_the_real_server(remote_server, tmp_path):
     runs = {}
     for strategy in ("grid", "smart"):
         prof = load_profile(str(write_profile(
-            tmp_path / f"{strategy}.toml", url=remote_server.url, max_batch_size=(2, 8, 16), queue_delay_us=(0, 2000),
-            concurrency=(1, 4, 16, 32), budget_ms=30.0, window_s=0.3, strategy=strategy)))
+            tmp_path / f"{strategy}.toml", url=remote_server.url, max_batch_size=(4, 16), queue_delay_us=(0, 2000),
+            concurrency=(1, 2, 4, 8, 16, 32), budget_ms=30.0, window_s=0.3, strategy=strategy)))
         run_sweep(prof, tmp_path / strategy)
         runs[strategy] = (json.loads((tmp_path / strategy / "summary.json").read_text()),
                           load_results(tmp_path / strategy))
@@ -434,6 +434,6 @@ def test_smart_agrees_with_grid_on_the_real_server(remote_server, tmp_path):
     grid_of_pick = max((p.throughput_infer_per_s for p in rec.feasible if p.candidate_id == s_best["candidate_id"]),
                        default=0.0)
     assert ratio >= 0.97 or grid_of_pick >= 0.97 * g_best["throughput_infer_per_s"], (s["reason"], g["reason"])
-    assert s["search"]["load_points"] <= 0.8 * g["search"]["load_points"]
+    assert s["search"]["load_points"] <= 0.7 * g["search"]["load_points"]
     assert s["candidates_skipped"] >= 1 and all(x["reason"] for x in s["skipped"])
     assert {c.status for c in s_res.candidates.values()} <= {"loaded", "skipped"}

@@ -212,8 +212,9 @@ def show_baseline(path: Path, console=None) -> None:
                   highlight=False)
     src = doc.get("source") or {}
     console.print(f"from {src.get('path')} ({src.get('command')}, started {src.get('started_at')})", markup=False)
+    gpu_names = ", ".join(g.get("name") or g.get("uuid", "?") for g in gpus)
     console.print(f"environment: Triton {server.get('version') or '?'}, "
-                  f"{len(gpus)} GPU(s){' ' + ', '.join(g.get('name') or g.get('uuid', '?') for g in gpus) if gpus else ''}"
+                  f"{len(gpus)} GPU(s){' ' + gpu_names if gpus else ''}"
                   f"{'' if env.get('gpus_known') else ' (GPUs unknown: no metrics)'}, "
                   f"client {client.get('host', '?')} with {client.get('cpu_count', '?')} CPUs", markup=False)
     if doc.get("settings"):

@@ -126,6 +126,10 @@ def run_perf_analyzer(ctx: BenchContext, point: Point, window_s: float) -> dict 
         cmd += ["--request-rate-range", f"{point.rate:g}", "--request-distribution", "constant"]
     else:
         cmd += ["--concurrency-range", str(point.concurrency)]
+    # Like tuner's points: the figures of its last 3 windows. perf_analyzer
+    # only stops when they agree within -s percent, which a busy 2-core host
+    # often misses at 10%; 100% still rejects a window twice as fast as another.
+    cmd += ["--stability-percentage", "100", "--max-trials", "10"]
     n0 = _success_count(ctx.control, point.model)
     log = ctx.work / f"pa_{point.key}.log"
     with open(log, "wb") as f:

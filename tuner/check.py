@@ -125,7 +125,8 @@ def run_check(profile: Profile, baseline: Path | str, run_dir: Path, *, config: 
 
             cid = "baseline" if is_original else spec.candidate_id
             points = asyncio.run(measure_points(srv, profile.model, profile.version, plan, levels,
-                                                profile.measurement, cid, record))
+                                                profile.measurement, cid, record,
+                                                metrics_url=env.get("metrics_url") if env.get("gpus_known") else None))
         finally:
             session.restore()
     if points and all(p.status == "failed" for p in points):

@@ -246,7 +246,8 @@ def _compare_options(max_throughput_drop: str, max_latency_rise: list[str], conf
     from .compare import CompareError, CompareOptions, parse_latency_limits, parse_pct
 
     off = ("off", "none")
-    drop = None if max_throughput_drop.strip().lower() in off else parse_pct(max_throughput_drop, "--max-throughput-drop")
+    drop = (None if max_throughput_drop.strip().lower() in off
+            else parse_pct(max_throughput_drop, "--max-throughput-drop"))
     if [x for x in max_latency_rise if x.strip().lower() in off]:
         rise = {}
     else:
@@ -270,7 +271,8 @@ def _report_comparison(comparison, markdown: Optional[Path], junit: Optional[Pat
 
 
 _DROP_HELP = "throughput drop that fails a point, e.g. 5% ('off' to not gate throughput)"
-_RISE_HELP = "latency rise that fails a point, PERCENTILE=LIMIT (repeatable or comma-separated, e.g. p99=10%,p50=5%; default p99=10%; 'off' for none)"
+_RISE_HELP = ("latency rise that fails a point, PERCENTILE=LIMIT (repeatable or comma-separated, e.g. "
+              "p99=10%,p50=5%; given values replace the default p99=10%; 'off' for none)")
 _NOISE_HELP = "between-run noise (relative std dev) added to the bootstrap; 0 = pure within-run bootstrap"
 
 

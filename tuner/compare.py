@@ -32,11 +32,12 @@ config, 3 windows of 0.4-0.5 s), the spread between runs was 2-7x what a
 within-run bootstrap predicts (throughput: 2% between runs for a model whose
 work dominates, 5-8% for the overhead-bound default synthetic model, against
 1-2.5% within a run), and a pure within-run bootstrap (`run_noise` 0) flagged
-15-45% of same-config comparisons. With the defaults, same-config comparisons
-of the compute-bound workload gave 0 false alarms in 56 and detected a 20%
-slower model in 32 of 32; the overhead-bound one gave 7-13% false alarms and
-caught 50-75% of the slowdowns: on such a box raise `run_noise` or measure
-longer (README, "Use in CI").
+up to 36% of same-config pairs (29% for the compute-bound workload at
+concurrency 1 and 8). With the defaults: compute-bound workloads, 0 false
+alarms in 56 same-config pairs, a 20% slower model caught in 64 of 64 pairs;
+the overhead-bound default synthetic model, 8 false alarms in 98 pairs and
+77 of 106 slowdowns caught: on such a box raise `run_noise` or measure longer
+(README, "Use in CI").
 
 A metric regresses only when BOTH hold: the change is beyond its limit
 (`--max-throughput-drop`, `--max-latency-rise pXX=...`) AND the interval lies
@@ -64,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StoreError, TunerError
+from .errors import StoreError
 from .results import RESULTS_FILE, Measurement, load_results, write_atomic
 
 PERCENTILE_KEYS = ("p50", "p90", "p95", "p99")
@@ -173,7 +174,7 @@ def point_from_measurement(m: Measurement, max_samples: int = MAX_SAMPLES_PER_PO
     used = m.windows[-m.summary_windows:] if m.summary_windows > 0 else m.windows
     total = sum(len(w.latencies_us) for w in used)
     frac = min(1.0, max_samples / total) if total else 1.0
-    lats = [order_statistics(w.latencies_us, max(1, int(round(frac * len(w.latencies_us)))))
+    lats = [order_statistics(w.latencies_us, max(1, int(frac * len(w.latencies_us))))
             if w.latencies_us else np.zeros(0, dtype=np.int64) for w in used]
     return PointData(
         concurrency=m.concurrency,
@@ -795,6 +796,6 @@ def compare_paths(baseline: Path | str, current: Path | str, options: CompareOpt
     return compare(load_dataset(baseline), load_dataset(current), options)
 
 
-__all__ = ["CompareError", "CompareOptions", "Comparison", "Dataset", "EnvironmentMismatch", "TunerError",
-           "compare", "compare_paths", "load_dataset", "parse_latency_limits", "parse_pct", "render_table",
-           "to_json", "to_junit", "to_markdown", "write_outputs"]
+__all__ = ["CompareError", "CompareOptions", "Comparison", "Dataset", "EnvironmentMismatch", "compare",
+           "compare_paths", "load_dataset", "parse_latency_limits", "parse_pct", "render_table", "to_json",
+           "to_junit", "to_markdown", "write_outputs"]

@@ -14,9 +14,12 @@ Every results file's "run" record carries an "environment" object (schema 1):
      "client": {"host": "...", "cpu_count": 16, "platform": "Linux-...", "python": "3.11.9"}}
 
 GPUs come from Triton's Prometheus metrics endpoint (`nv_gpu_*` families,
-labelled by `gpu_uuid`; parsed with prometheus_client's parser). A server
-without GPUs, or one whose metrics URL is unknown, gives an empty list, never
-an error.
+labelled by `gpu_uuid`; parsed with prometheus_client's parser): the URL
+given, the embedded server's, or Triton's default port 8002 on a remote
+server's host. Triton labels GPU metrics by UUID only, so the "name" is
+filled only where a label carries one; total memory stands in for the model
+of GPU. A server without GPUs gives an empty list; an unreachable or unknown
+metrics endpoint gives an empty list with "gpus_known": false, never an error.
 
 Which fields must match before two measurements are compared (`differences`):
 
@@ -55,7 +58,7 @@ from . import __version__
 from . import config as cfgmod
 
 SCHEMA = 1
-METRICS_TIMEOUT_S = 3.0
+METRICS_TIMEOUT_S = 2.0
 
 
 def _model_config(srv, model: str, version: str) -> dict | None:
@@ -87,12 +90,26 @@ def gpus_from_metrics(text: str) -> list[dict]:
     return [gpus[k] for k in sorted(gpus)]
 
 
+# No proxies: a metrics endpoint is on the server's own network.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def guess_metrics_url(grpc_url: str) -> str | None:
+    """Triton's default metrics port (8002) on the host of a gRPC host:port URL."""
+    host = grpc_url.strip().split("://", 1)[-1].split("/", 1)[0]
+    if host.startswith("["):
+        host = host[: host.find("]") + 1]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return f"http://{host}:8002/metrics" if host else None
+
+
 def read_gpus(metrics_url: str | None) -> tuple[list[dict], bool, str]:
     """(gpus, known, error) from a metrics URL; unknown URL or failure: ([], False, why)."""
     if not metrics_url:
         return [], False, "no metrics URL"
     try:
-        with urllib.request.urlopen(metrics_url, timeout=METRICS_TIMEOUT_S) as resp:  # noqa: S310
+        with _OPENER.open(metrics_url, timeout=METRICS_TIMEOUT_S) as resp:
             text = resp.read().decode("utf-8", "replace")
         return gpus_from_metrics(text), True, ""
     except Exception as err:  # noqa: BLE001 - absent metrics are an empty list, never an error
@@ -104,13 +121,14 @@ def collect(srv, model: str, profile_sha256: str | None, *, version: str = "",
     """The environment of a measurement on `srv` (a `tuner.server.ServerContext`).
 
     `metrics_url` overrides the server's own (the embedded server knows its
-    metrics port; a remote server's is only known when given).
+    metrics port; for a remote server Triton's default port 8002 on its host
+    is tried, and a closed or foreign port just leaves the GPUs unknown).
     """
     try:
         md = srv.control.metadata()
     except Exception:  # noqa: BLE001
         md = {}
-    url = metrics_url or getattr(srv, "metrics_url", None)
+    url = metrics_url or getattr(srv, "metrics_url", None) or guess_metrics_url(getattr(srv, "url", "") or "")
     gpus, known, err = read_gpus(url)
     return {
         "schema": SCHEMA,

@@ -69,7 +69,7 @@ async def measure_points(
 ) -> list[Measurement]:
     """Measure one applied config at each concurrency, then at each request rate, in order."""
     out = []
-    async with LoadClient(srv.url, model, version, metrics_url=metrics_url) as client:
+    async with LoadClient(srv.connection, model, version, metrics_url=metrics_url) as client:
         loads = [(c, None) for c in concurrencies] + [(0, r) for r in request_rates]
         for c, rate in loads:
             if rate is None:

@@ -467,7 +467,7 @@ class SmartStrategy(Strategy):
             if i < asked:
                 continue
             self.curve_asked[cid] = i + 1
-            if any(p.x <= (share + 0.1) * top.x for p in pts):
+            if any(p.x <= (share + 0.1) * top.x for p in pts if p.c < top.c):
                 continue
             below = [p for p in pts if p.c < top.c]
             if below:  # throughput vs load so far: aim along it
@@ -570,8 +570,9 @@ class SmartStrategy(Strategy):
         return self._next_for_budget(cid, pts)
 
     def _no_better_than_primary(self, cid: str, v: _Pt) -> str | None:
-        """A variant's first point, taken at its group primary's best level: it goes on only
-        if it does better there (more throughput, or a lower percentile to spend on more load)."""
+        """A variant's first point, taken at its group primary's best level: it stops there when
+        it is clearly worse (2 x GAIN_TOL less throughput and no lower percentile, or over the
+        budget without more throughput)."""
         if cid == BASELINE:
             return None
         prim = self.primary.get(self._group(self.specs[cid]))
@@ -580,7 +581,8 @@ class SmartStrategy(Strategy):
         ref = next((p for p in self._pts(prim) if p.c == v.c and p.ok), None)
         if ref is None or not ref.within:
             return None
-        if v.within and (v.x > ref.x * 1.01 or v.lat < ref.lat * (1 - self.GAIN_TOL)):
+        # "clearly worse" only: two measurements of one config differ by a few percent on a busy host
+        if v.within and (v.x >= ref.x * (1 - 2 * self.GAIN_TOL) or v.lat < ref.lat * (1 - self.GAIN_TOL)):
             return None
         if not v.within and v.x > ref.x * (1 + self.GAIN_TOL):
             return None
@@ -654,8 +656,9 @@ class SmartStrategy(Strategy):
             target = min(target, lo.c * self.MAX_STEP)
             nxt = self._free(max(lo.c + 1, math.ceil(target)), every, lo.c, self.cmax + 1)
             return (nxt, "") if nxt is not None else (None, "max_load")
-        # bracketed: lo meets the budget, hi does not
-        if lo.x >= (1 - self.GAIN_TOL) * hi.x:
+        # bracketed: lo meets the budget, hi does not. hi's throughput bounds what lies between
+        # (throughput does not fall as load grows); one below lo's is noise and bounds nothing.
+        if hi.x >= lo.x >= (1 - self.GAIN_TOL) * hi.x:
             return None, (f"budget: concurrency {lo.c} meets it ({c.latency_percentile} {lo.lat:.2f} ms), "
                           f"{hi.c} does not ({hi.lat:.2f} ms); at most {self.GAIN_TOL:.0%} more throughput between")
         if hi.c - lo.c <= 1:

@@ -251,7 +251,7 @@ def merge_windows(parts: list[WindowSample]) -> WindowSample:
 #   late_p99_ms     rate: p99 of how late sends went out
 #   capped_sends    rate: sends that waited because max_inflight requests were outstanding
 #   inflight        requests outstanding at the window's end
-#   loop_lag_p99_ms, loop_lag_max_ms   event-loop oversleep of a 10 ms ticker
+#   loop_lag_p99_ms, loop_lag_max_ms   event-loop oversleep of a 50 ms ticker
 #   cpu_s           client CPU seconds over the window, all load processes
 #   cpu_util_max    the busiest load process's CPU / wall time (1.0 = one core)
 #   checked         responses fully parsed (the rest: byte length vs a checked one)

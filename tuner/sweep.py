@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 
 from . import __version__
 from . import config as cfgmod
+from .environment import collect as collect_environment
 from .errors import Interrupted, ModelLoadError, ServerError, StoreError, TunerError
 from .load import LoadClient, RequestPlan, build_request
 from .search import BASELINE, make_strategy
@@ -185,6 +186,7 @@ class Sweep:
                     "server": srv.describe(), "tuner_version": __version__,
                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "candidates_planned": len(specs),
+                    "environment": collect_environment(srv, p.model, p.sha256, version=p.version),
                 })
                 plan = build_request(readback, p.model, p.version, p.shapes, p.data)
                 asyncio.run(self._measure_all(srv, session, original, readback, specs, plan))
