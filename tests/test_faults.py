@@ -46,26 +46,25 @@ def _tritonserver_pids(marker: str) -> list[int]:
 
 
 def test_embedded_server_killed_mid_sweep_restarts_and_continues(tmp_path):
-    prof = load_profile(str(write_profile(tmp_path / "p.toml", max_batch_size=(4, 16), concurrency=(1, 4))))
+    prof = load_profile(str(write_profile(tmp_path / "p.toml", max_batch_size=(4, 16), concurrency=(1, 4),
+                                          strategy="grid")))
     run = tmp_path / "run"
     killed = []
 
-    def killer():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if any(p["candidate_id"] != "baseline" for p in _points(run / "results.jsonl")):
-                time.sleep(0.6)  # inside the candidate's next load level
-                for pid in _tritonserver_pids(str(run)):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                return
-            time.sleep(0.05)
+    def kill_soon():
+        time.sleep(0.6)  # inside the point's warm-up or windows
+        for pid in _tritonserver_pids(str(run)):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
 
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    outcome = run_sweep(prof, run)
-    t.join()
-    assert killed, "the test did not find the server to kill"
+    def on_event(kind, **info):
+        # the first time a tuned candidate starts its second load level
+        if kind == "level" and info["candidate_id"] != "baseline" and info["concurrency"] > 1 and not killed:
+            threading.Thread(target=kill_soon, daemon=True).start()
+            killed.append(0)
+
+    outcome = run_sweep(prof, run, on_event=on_event)
+    assert len(killed) >= 2, "the test did not find the server to kill"
     recs = list(read_records(run / "results.jsonl"))
     restarts = [r for r in recs if r["type"] == "server_restart"]
     assert len(restarts) == 1 and restarts[0]["restart_s"] < 30

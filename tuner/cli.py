@@ -151,6 +151,11 @@ def measure(
     stability_pct: float = typer.Option(10.0, help="last 3 windows must agree within this percentage"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write a JSON summary here"),
     out: Optional[Path] = typer.Option(None, help="run folder (default reports/measure-<model>-<UTC time>)"),
+    ssl: bool = typer.Option(False, "--ssl", help="connect to the server over TLS"),
+    root_certificates: Optional[Path] = typer.Option(None, help="PEM root certificates for TLS"),
+    private_key: Optional[Path] = typer.Option(None, help="PEM client private key (mutual TLS)"),
+    certificate_chain: Optional[Path] = typer.Option(None, help="PEM client certificate chain (mutual TLS)"),
+    header: list[str] = typer.Option([], help="extra request header 'Name: value' (repeatable; never stored)"),
 ) -> None:
     """Measure a model's current config at a few concurrency levels or request rates."""
     import json
@@ -171,7 +176,13 @@ def measure(
     settings = LoadSettings(warmup_s=warmup_s, window_s=window_s, max_windows=max_windows,
                             stability_pct=stability_pct, workers=workers, transport=transport)
     run_dir = _run_dir(out, f"measure-{model}")
-    result = measure_model(model, run_dir, url=url, version=version,
+    target = None
+    if url:
+        from .connection import Connection
+
+        target = Connection(url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+                            certificate_chain=certificate_chain, headers=tuple(_headers(header)))
+    result = measure_model(model, run_dir, url=target, version=version,
                            concurrencies=levels, settings=settings,
                            shapes=_shapes(shape), data=data, request_rates=rates, arrivals=arrivals,
                            metrics_url=metrics_url)

@@ -19,6 +19,7 @@ from .environment import collect as collect_environment
 from .load import LoadClient, LoadSettings, PointSamples, build_request
 from .results import SCHEMA, CandidateRecord, Measurement, RESULTS_FILE, append_record
 from .server import ModelSession, ServerContext, bundled_models, open_server
+from .connection import Connection
 from .telemetry import default_metrics_url
 
 
@@ -87,7 +88,7 @@ def measure_model(
     model: str,
     run_dir: Path,
     *,
-    url: str | None = None,
+    url: "str | Connection | None" = None,
     version: str = "",
     concurrencies: list[int] = (1, 8, 32),
     settings: LoadSettings | None = None,

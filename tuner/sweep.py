@@ -28,6 +28,7 @@ from .environment import collect as collect_environment
 from .errors import Interrupted, ModelLoadError, ServerError, StoreError, TunerError
 from .load import LoadClient, RequestPlan, build_request
 from .search import BASELINE, make_strategy
+from .telemetry import default_metrics_url
 from .outputs import finalize_run
 from .profile import Profile, save_run_profile
 from .results import (RESULTS_FILE, SCHEMA, CandidateRecord, Measurement, append_record,
@@ -234,6 +235,7 @@ class Sweep:
         loaded: str | None = None
         deaths: dict[str, int] = {}
         client: LoadClient | None = None
+        metrics_url = srv.metrics_url or default_metrics_url(srv.url)
         try:
             while (step := strategy.next_step()) is not None:
                 cid = step.candidate_id
@@ -270,7 +272,8 @@ class Sweep:
                         loaded = cid
                         if client is not None:
                             await client.__aexit__(None, None, None)
-                        client = await LoadClient(srv.url, p.model, p.version).__aenter__()
+                        client = await LoadClient(srv.connection, p.model, p.version,
+                                                  metrics_url=metrics_url).__aenter__()
                     m = await self._measure_point(client, srv, cid, step.concurrency, plan)
                 except _ServerDied as died:
                     loaded = None

@@ -34,7 +34,7 @@ def measure_table(result, console: Console | None = None) -> None:
     cols = ["load", "infer/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "errors",
             "queue ms", "infer ms", "avg batch", "stable", "client", "cpu us/req"]
     if streamed:
-        cols[2:2] = ["first p50 ms", "resp/req"]
+        cols[2:2] = ["first p50", "resp"]  # decoupled: time to first response (ms), responses/request
     for col in cols:
         t.add_column(col, justify="right")
     notes = []
