@@ -137,7 +137,10 @@ def measure(
     request_rate: Optional[str] = typer.Option(
         None, help="comma-separated request rates (requests/s) for open-loop points, e.g. 100,400"),
     arrivals: str = typer.Option("constant", help="open-loop arrivals: constant or poisson"),
-    workers: int = typer.Option(0, help="load processes (0 = automatic from client cores and load)"),
+    workers: str = typer.Option(
+        "0", help="load processes (0 = automatic from client cores and load); 'ray' or 'ray://HOST:PORT': "
+                  "Ray actors, one per node of the cluster (pip install 'tuner[distributed]')"),
+    ray_actors: int = typer.Option(0, help="with --workers ray: actors in all (0 = one per node)"),
     transport: str = typer.Option(
         "auto", help="unary, stream or auto (the stream at concurrency <= 2 and for decoupled models)"),
     metrics_url: Optional[str] = typer.Option(
@@ -167,14 +170,25 @@ def measure(
 
     if arrivals not in ("constant", "poisson"):
         raise typer.BadParameter("--arrivals takes constant or poisson")
-    if workers < 0:
+    from .distributed import import_ray, parse_workers
+    from .errors import LoadError
+
+    try:
+        n_workers, ray_address = parse_workers(workers)
+    except LoadError as err:
+        raise typer.BadParameter(str(err)) from None
+    if n_workers < 0 or ray_actors < 0:
         raise typer.BadParameter("--workers takes 0 (automatic) or a positive count")
+    if ray_address:
+        import_ray()  # one clear line when Ray is not installed
+        n_workers = ray_actors
     if transport not in ("auto", "unary", "stream"):
         raise typer.BadParameter("--transport takes auto, unary or stream")
     rates = _rates(request_rate) if request_rate is not None else []
     levels = _ints(concurrency, "--concurrency") if concurrency is not None else ([] if rates else [1, 8, 32])
     settings = LoadSettings(warmup_s=warmup_s, window_s=window_s, max_windows=max_windows,
-                            stability_pct=stability_pct, workers=workers, transport=transport)
+                            stability_pct=stability_pct, workers=n_workers, transport=transport,
+                            ray_address=ray_address)
     run_dir = _run_dir(out, f"measure-{model}")
     target = None
     if url:

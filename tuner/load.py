@@ -231,7 +231,9 @@ class LoadSettings:
     max_windows: int = 8
     stability_pct: float = 10.0
     request_timeout_s: float = 30.0
-    workers: int = 0  # load processes; 0 = automatic (`auto_workers`)
+    workers: int = 0  # load processes; 0 = automatic (`auto_workers`); with ray_address: Ray actors, 0 = one per node
+    # load from Ray actors (distributed.py): "auto" (RAY_ADDRESS or a local Ray) or "ray://HOST:PORT"; None = local
+    ray_address: str | None = None
     check_every: int = 16  # fully parse one response in N (the rest: byte length check)
     transport: str = "auto"  # "unary" | "stream" | "auto" (see `use_stream`)
     max_inflight: int = 0  # open loop: outstanding requests before sends wait; 0 = half a second's worth
@@ -946,6 +948,8 @@ class LoadClient:
         return await self.run(plan, LoadSpec(rate=float(rate), arrivals=arrivals), settings)
 
     async def run(self, plan: RequestPlan, spec: LoadSpec, settings: LoadSettings) -> PointSamples:
+        if settings.ray_address:
+            return await self._run_ray(plan, spec, settings)
         n = resolve_workers(spec, settings)
         if n > 1:
             from .workers import WorkerPool
@@ -964,6 +968,25 @@ class LoadClient:
                 await pool.close()
                 raise
         return await self._measure(spec, settings, _LocalSource(self, plan, spec, settings), n)
+
+    async def _run_ray(self, plan: RequestPlan, spec: LoadSpec, settings: LoadSettings) -> PointSamples:
+        from .distributed import RayPool
+
+        key = (settings.ray_address, max(0, settings.workers))
+        if self._pool is None or getattr(self._pool, "key", None) != key:
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
+            pool = RayPool(self.connection, self.model, self.version, settings.ray_address, key[1])
+            pool.key = key
+            await pool.start()
+            self._pool = pool
+        try:
+            return await self._measure(spec, settings, self._pool.source(plan, spec, settings), self._pool.n)
+        except BaseException:
+            pool, self._pool = self._pool, None
+            await pool.close()
+            raise
 
     async def _measure(self, spec: LoadSpec, settings: LoadSettings, source, n: int) -> PointSamples:
         result = PointSamples(concurrency=spec.concurrency if spec.rate <= 0 else 0,

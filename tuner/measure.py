@@ -144,6 +144,29 @@ def measure_model(
     return MeasureResult(model=model, server=server_info, points=points, results_path=results_path)
 
 
+def load_workers(m: Measurement) -> list[dict] | None:
+    """Load from Ray actors: each worker's node, mean achieved load, client-bound flag, and
+    the windows it failed (None for local load)."""
+    if not any(w.workers or w.failed_workers for w in m.windows):
+        return None
+    out: dict[str, dict] = {}
+    for w in m.windows:
+        for p in w.workers or ():
+            acc = out.setdefault(p["worker"], {"worker": p["worker"], "node_id": p.get("node_id"),
+                                               "hostname": p.get("hostname"), "target": p.get("target"),
+                                               "achieved": [], "client_bound": False, "failed_windows": 0})
+            if p.get("achieved") is not None:
+                acc["achieved"].append(p["achieved"])
+            acc["client_bound"] = acc["client_bound"] or bool(p.get("client_bound"))
+        for name in w.failed_workers or ():
+            out.setdefault(name, {"worker": name, "achieved": [], "client_bound": False,
+                                  "failed_windows": 0})["failed_windows"] += 1
+    for acc in out.values():
+        vals = acc.pop("achieved")
+        acc["achieved"] = sum(vals) / len(vals) if vals else None
+    return list(out.values())
+
+
 def summary_json(result: MeasureResult) -> dict:
     """The `--json FILE` form: schema 1, one entry per load point."""
     points = []
@@ -162,5 +185,6 @@ def summary_json(result: MeasureResult) -> dict:
             "telemetry": s.telemetry,
             "first_response_ms": s.first_response_ms,
             "responses_per_request": s.responses_per_request,
+            "load_workers": load_workers(p),
         })
     return {"schema": SCHEMA, "model": result.model, "server": result.server, "points": points}

@@ -20,7 +20,8 @@ reported as one line naming the file, the key and the fix.
                    throughput, constraints.min_throughput_infer_per_s) |
                    "max_throughput_per_instance"
     [measurement]  warmup_s, window_s, min_windows, max_windows, stability_pct,
-                   request_timeout_s
+                   request_timeout_s, workers (load processes, 0 = automatic; "ray" or
+                   "ray://HOST:PORT": load from Ray actors), ray_actors (0 = one per node)
 """
 
 from __future__ import annotations
@@ -345,6 +346,16 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
         stability_pct=float(r.number("stability_pct", dm.stability_pct, positive=True)),
         request_timeout_s=float(r.number("request_timeout_s", dm.request_timeout_s, positive=True)),
     )
+    workers = r.get("workers", (int, str), 0)  # a count, "ray" or "ray://HOST:PORT" (distributed.py)
+    if isinstance(workers, str):
+        if workers != "ray" and not workers.startswith("ray://"):
+            r.fail("measurement.workers", f"must be a count, \"ray\" or \"ray://HOST:PORT\", got {workers!r}")
+        settings.ray_address = "auto" if workers == "ray" else workers
+        settings.workers = int(r.number("ray_actors", 0, minimum=0, integer=True))
+    elif workers < 0:
+        r.fail("measurement.workers", f"must be >= 0, got {workers}")
+    else:
+        settings.workers = workers
     if settings.max_windows < settings.min_windows:
         r.fail("measurement.max_windows", f"must be >= min_windows ({settings.min_windows})")
     r.finish()

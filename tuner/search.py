@@ -293,9 +293,6 @@ class SmartStrategy(Strategy):
     def _value(self, op: OperatingPoint) -> float:
         return objective_value(self.goal, op, self.c.latency_percentile)
 
-    def _better(self, a: float, b: float) -> bool:
-        return a < b if self.goal == "min_latency" else a > b
-
     def _incumbent(self) -> OperatingPoint | None:
         key = objective_key(self.goal, self.c.latency_percentile)
         ops = [p.op for cid, ms in self.points.items() if cid != BASELINE
@@ -439,6 +436,14 @@ class SmartStrategy(Strategy):
                     return self._skip(cid, why)
                 gb = self._group_best(g)
                 prim = self.primary[g]
+                if prim in self.failed:
+                    return self._skip(cid, f"same max_batch_size and instances as {prim}, which failed: "
+                                           f"{self.failed[prim]}")
+                spec, first = self.specs[cid], self.specs[prim]
+                if inc is None and gb is None and spec.max_queue_delay_us < first.max_queue_delay_us:
+                    # nothing meets the constraints yet: less queue delay is what may get there
+                    low = min((p.c for p in self._pts(prim) if p.ok), default=None)
+                    return self._start(cid, low or self._guess(spec))
                 if gb is None or inc is None or not self._close_to(self._value(gb), self._value(inc)):
                     have = (f"{self._value(gb):.1f}" if gb is not None else "no feasible point")
                     return self._skip(cid, (
@@ -602,10 +607,11 @@ class SmartStrategy(Strategy):
 
     def _suspect(self, pts: list[_Pt]) -> _Pt | None:
         """A point over the budget by its tail alone: its mean latency, times the percentile /
-        mean ratio the run shows, is well within. A one-off stall on a noisy host looks like
+        mean ratio the candidate (else the run) shows near the budget, is well within. A one-off stall on a noisy host looks like
         this; the candidate's first such point is checked at a nearby load, not believed."""
         budget = self.c.latency_budget_ms
-        _, ratio = self._learned()
+        own = [p.lat / p.mean for p in pts if p.within and p.lat >= 0.5 * budget and p.mean > 0]
+        ratio = min(3.0, max(1.0, _median(own))) if own else self._learned()[1]  # its own tail first
         odd = [p for p in pts if p.ok and p.other_ok and p.lat > budget and p.mean * ratio <= 0.9 * budget]
         return odd[0] if len(odd) == 1 else None
 

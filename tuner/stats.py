@@ -64,6 +64,14 @@ class WindowSample:
     responses: int | None = None
     client: dict | None = None
     telemetry: dict | None = None
+    # load from a Ray cluster (distributed.py): who produced the window, and workers
+    # lost during it (such a window is failed: left out of stability and summaries)
+    workers: list[dict] | None = None
+    failed_workers: list[str] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failed_workers)
 
     @property
     def completed(self) -> int:
@@ -89,6 +97,10 @@ class WindowSample:
             d["client"] = self.client
         if self.telemetry is not None:
             d["telemetry"] = self.telemetry
+        if self.workers is not None:
+            d["workers"] = self.workers
+        if self.failed_workers is not None:
+            d["failed_workers"] = self.failed_workers
         return d
 
     @classmethod
@@ -104,6 +116,8 @@ class WindowSample:
             responses=int(d["responses"]) if d.get("responses") is not None else None,
             client=d.get("client"),
             telemetry=d.get("telemetry"),
+            workers=d.get("workers"),
+            failed_workers=d.get("failed_workers"),
         )
 
 
@@ -112,7 +126,7 @@ def is_stable(windows: list[WindowSample], tolerance_pct: float) -> bool:
 
     The same rule perf_analyzer applies to its last three windows.
     """
-    if not windows or any(w.completed == 0 for w in windows):
+    if not windows or any(w.completed == 0 or w.failed for w in windows):
         return False
     tol = 1.0 + tolerance_pct / 100.0
     thr = [w.throughput for w in windows]
@@ -183,8 +197,10 @@ def server_breakdown_ms(delta: ServerDelta | None) -> dict[str, float] | None:
 
 
 def summarize(windows: list[WindowSample], last: int = 3) -> PointSummary:
-    """Summary over the last `last` windows (the ones the stability rule judged)."""
-    used = windows[-last:] if last > 0 else windows
+    """Summary over the last `last` windows (the ones the stability rule judged); failed
+    windows (a load worker lost mid-window) are left out."""
+    ok = [w for w in windows if not w.failed] or windows
+    used = ok[-last:] if last > 0 else ok
     lats = np.fromiter((x for w in used for x in w.latencies_us), dtype=np.float64)
     duration = sum(w.duration_s for w in used)
     completed = int(lats.size)

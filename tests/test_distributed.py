@@ -1,0 +1,113 @@
+"""Load from a Ray cluster (tuner/distributed.py): a two-node loopback cluster
+(`ray.cluster_utils.Cluster`) against the real embedded Triton."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'tuner[distributed]'")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from tuner.load import LoadClient, LoadSettings, build_request  # noqa: E402
+from tuner.server import ServerControl  # noqa: E402
+from tuner.stats import summarize  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+for _k, _v in (("RAY_USAGE_STATS_ENABLED", "0"), ("RAY_AUTH_MODE", "disabled"),
+               ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")):
+    os.environ.setdefault(_k, _v)
+
+NODE = {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ray")
+    c = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False, "temp_dir": str(tmp)})
+    c.add_node(**NODE)
+    c.wait_for_nodes()
+    ray.init(address=c.address, _temp_dir=str(tmp), logging_level="WARNING", log_to_driver=False)
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def _plan(url, model):
+    ctl = ServerControl(url)
+    try:
+        ctl.load(model)
+        return build_request(ctl.model_config(model), model)
+    finally:
+        ctl.close()
+
+
+def _run(url, model, plan, concurrency, settings, during=None):
+    async def go():
+        async with LoadClient(url, model) as client:
+            if during is not None:
+                during(client)
+            return await client.closed_loop(plan, concurrency, settings)
+
+    return asyncio.run(go())
+
+
+def test_two_nodes_match_one_process(cluster, remote_server):
+    plan = _plan(remote_server.url, "synthetic")
+    # one transport for both (auto would pick the stream for 2 in flight per actor)
+    base = dict(warmup_s=0.5, window_s=1.0, min_windows=3, max_windows=3, stability_pct=50, transport="unary")
+    one = _run(remote_server.url, "synthetic", plan, 4, LoadSettings(workers=1, **base))
+    t0 = time.monotonic()
+    two = _run(remote_server.url, "synthetic", plan, 4, LoadSettings(ray_address="auto", **base))
+    print(f"ray point: {time.monotonic() - t0:.1f} s")
+    assert two.workers == 2 and len(two.windows) == 3 and two.error_kinds == {}
+    nodes = {w["node_id"] for w in two.windows[0].workers}
+    assert len(nodes) == 2  # spread over both nodes
+    for k, window in enumerate(two.windows):
+        per = [ww[k] for ww in two.worker_windows]
+        # one host: the actors cut the same boundaries of the shared monotonic clock
+        assert per[0].start_s == per[1].start_s and per[0].duration_s == per[1].duration_s
+        assert sorted(window.latencies_us) == sorted(x for p in per for x in p.latencies_us)
+        assert window.client["workers"] == 2 and window.client["target"] == 4.0
+        assert [w["target"] for w in window.workers] == [2.0, 2.0]
+        assert all(w["completed"] > 0 and w["client_bound"] is False for w in window.workers)
+        assert not window.failed
+    a, b = summarize(one.windows, 3), summarize(two.windows, 3)
+    print("1 process:", a.latency_ms["p50"], a.throughput_infer_per_s,
+          "2 actors:", b.latency_ms["p50"], b.throughput_infer_per_s)
+    assert b.latency_ms["p50"] == pytest.approx(a.latency_ms["p50"], rel=0.05)
+    assert b.throughput_infer_per_s == pytest.approx(a.throughput_infer_per_s, rel=0.05)
+
+
+def test_an_actor_killed_mid_window_fails_that_window_not_the_run(cluster, remote_server):
+    plan = _plan(remote_server.url, "identity")
+    settings = LoadSettings(ray_address="auto", warmup_s=0.3, window_s=1.0, min_windows=3, max_windows=4,
+                            stability_pct=50)
+
+    def kill_later(client):
+        def go():
+            # the pool starts on the first point; kill one actor in the middle of window 2
+            while (pool := client._pool) is None or not pool.actors:
+                time.sleep(0.01)
+            time.sleep(1.0 + 0.3 + 1.0 + 0.5)  # start delay + warm-up + window 1 + half of window 2
+            ray.kill(pool.actors[1])
+
+        threading.Thread(target=go, daemon=True).start()
+
+    ps = _run(remote_server.url, "identity", plan, 4, settings, during=kill_later)
+    failed = [w for w in ps.windows if w.failed]
+    assert len(failed) == 1, [w.failed_workers for w in ps.windows]
+    assert failed[0].failed_workers == [ps.windows[0].workers[1]["worker"]]
+    assert ps.error_kinds.get("WORKER_LOST") == 1
+    after = ps.windows[ps.windows.index(failed[0]) + 1:]
+    assert after and all(len(w.workers) == 1 and w.completed > 0 for w in after)
+    s = summarize(ps.windows, 3)  # the failed window is left out
+    assert s.completed == sum(w.completed for w in ps.windows if not w.failed)
+    assert s.completed > 0 and s.throughput_infer_per_s > 0
