@@ -54,6 +54,8 @@ def test_good_profile_and_expansion():
     ("[model]\nname = 'm'\n[model.shapes]\nx = [0]\n", "model.shapes.x", "positive integers"),
     ("[model]\nname = 'm'\ndata = 'ones'\n", "model.data", "random"),
     ("[model\nname = 'm'\n", "not valid TOML", "line 1"),
+    ("[model]\nname = 'm'\n[measurement]\nworkers = 'rey'\n", "measurement.workers", "ray://HOST:PORT"),
+    ("[model]\nname = 'm'\n[measurement]\nworkers = -1\n", "measurement.workers", ">= 0"),
 ])
 def test_bad_profiles_name_file_key_and_fix(text, key, fix):
     with pytest.raises(ProfileError) as err:
@@ -61,6 +63,16 @@ def test_bad_profiles_name_file_key_and_fix(text, key, fix):
     msg = str(err.value)
     assert msg.startswith("profiles/bad.toml: ") and key in msg and fix in msg, msg
     assert "\n" not in msg
+
+
+def test_load_workers_from_the_profile():
+    base = "[model]\nname = 'm'\n[measurement]\n"
+    p = parse_profile(base + "workers = 3\n", "x.toml")
+    assert p.measurement.workers == 3 and p.measurement.ray_address is None
+    p = parse_profile(base + "workers = 'ray'\n", "x.toml")
+    assert p.measurement.ray_address == "auto" and p.measurement.workers == 0
+    p = parse_profile(base + "workers = 'ray://head:10001'\nray_actors = 4\n", "x.toml")
+    assert p.measurement.ray_address == "ray://head:10001" and p.measurement.workers == 4
 
 
 def test_unknown_profile_lists_the_ones_there(tmp_path):

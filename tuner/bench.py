@@ -215,8 +215,20 @@ def loadgen_table(results: dict, echo: Callable[[str], None] = print) -> None:
              f"{f(r['pa_cpu_us_per_req'], 0):>6s} {f(r['cpu_ratio'], 2):>6s} | {flag}")
 
 
+def search(_ctx: BenchContext) -> dict:
+    """Smart vs grid search on the synthetic model (each sweep starts its own server)."""
+    from .bench_search import search_section
+
+    return search_section()
+
+
+def search_table(results: dict, echo: Callable) -> None:
+    echo(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items()))
+
+
 SECTIONS: dict[str, tuple[Callable[[BenchContext], dict], Callable[[dict, Callable], None] | None]] = {
     "loadgen": (loadgen, loadgen_table),
+    "search": (search, search_table),
 }
 MODELS = ["identity", "synthetic"]
 

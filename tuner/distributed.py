@@ -155,7 +155,6 @@ class RayPool:
         self.actors: list = []
         self.infos: list[dict] = []
         self.n = 0
-        self.started_ray = False
 
     async def start(self) -> None:
         ray = import_ray()
@@ -168,7 +167,6 @@ class RayPool:
             address = self.address if self.address.startswith("ray://") else None
             ray.init(address=address, include_dashboard=False, logging_level="WARNING",
                      log_to_driver=False, ignore_reinit_error=True)
-            self.started_ray = True
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         nodes = sorted(nd["NodeID"] for nd in ray.nodes() if nd.get("Alive"))
@@ -212,8 +210,7 @@ class RayPool:
             except Exception:
                 pass
             self._kill_all(ray)
-            if self.started_ray:
-                ray.shutdown()
+            # Ray itself stays up (a sweep opens a client per candidate; Ray shuts down at exit)
 
         await loop.run_in_executor(None, close_blocking)
 

@@ -347,11 +347,12 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
         request_timeout_s=float(r.number("request_timeout_s", dm.request_timeout_s, positive=True)),
     )
     workers = r.get("workers", (int, str), 0)  # a count, "ray" or "ray://HOST:PORT" (distributed.py)
+    ray_actors = int(r.number("ray_actors", 0, minimum=0, integer=True))
     if isinstance(workers, str):
         if workers != "ray" and not workers.startswith("ray://"):
             r.fail("measurement.workers", f"must be a count, \"ray\" or \"ray://HOST:PORT\", got {workers!r}")
         settings.ray_address = "auto" if workers == "ray" else workers
-        settings.workers = int(r.number("ray_actors", 0, minimum=0, integer=True))
+        settings.workers = ray_actors
     elif workers < 0:
         r.fail("measurement.workers", f"must be >= 0, got {workers}")
     else:

@@ -673,6 +673,10 @@ class SmartStrategy(Strategy):
             t = (math.log(0.98 * budget) - math.log(lo.lat)) / (math.log(hi.lat) - math.log(lo.lat))
         else:
             t = 0.5
+        # ... or lo's own slope, whichever reaches further: one stalled window can make hi's
+        # percentile many times the budget and drag the interpolation down to lo
+        beta = self._elasticity([p for p in pts if p.c <= lo.c], lo, "lat")
+        t = max(t, math.log(0.98 * budget / max(lo.lat, 1e-6)) / beta / math.log(hi.c / lo.c))
         target = math.exp(math.log(lo.c) + min(1.0, max(0.0, t)) * (math.log(hi.c) - math.log(lo.c)))
         if target <= lo.c * (1 + self.GAIN_TOL):
             return None, (f"budget: concurrency {lo.c} meets it ({c.latency_percentile} {lo.lat:.2f} ms), {hi.c} "
@@ -730,6 +734,8 @@ class SmartStrategy(Strategy):
         if a <= 0 or b <= 0 or not (math.isfinite(a) and math.isfinite(b)):
             return 1.0
         beta = math.log(a / b) / math.log(at.c / near.c)
+        if beta <= 0:  # falling with load: noise, not a slope
+            return 1.0
         lo_b = 0.3 if what == "lat" else 0.2
         return min(1.5, max(lo_b, beta))
 
