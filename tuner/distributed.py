@@ -315,13 +315,9 @@ class _RaySource:
                     break
 
     def errors(self) -> tuple[dict[str, int], str]:
-        kinds: dict[str, int] = {}
-        first = ""
-        for i in sorted(self.done):
-            ek, fe, _ = self.done[i]
-            for k, v in ek.items():
-                kinds[k] = kinds.get(k, 0) + v
-            first = first or fe
+        from .workers import merge_errors
+
+        kinds, first = merge_errors(self.done)
         if self.dead:
             kinds["WORKER_LOST"] = len(self.dead)
             first = first or f"WORKER_LOST: {'; '.join(self.dead.values())}"

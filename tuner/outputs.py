@@ -8,14 +8,13 @@ it again to re-render without re-measuring.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from . import config as cfgmod
 from .errors import StoreError
 from .profile import load_run_profile
 from .recommend import OperatingPoint, Recommendation, recommend
-from .results import RESULTS_FILE, RunResults, load_results, read_records, write_atomic
+from .results import json_safe, RESULTS_FILE, RunResults, load_results, read_records, write_atomic
 
 
 def _point_summary(p: OperatingPoint | None, results: RunResults) -> dict | None:
@@ -37,17 +36,6 @@ def _point_summary(p: OperatingPoint | None, results: RunResults) -> dict | None
     }
 
 
-def _clean(obj):
-    """JSON has no NaN: write null instead."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def build_summary(results: RunResults, rec: Recommendation, profile_name: str, duration_s: float,
                   strategy: str | None = None, measure_s: float | None = None) -> dict:
     server = results.meta.get("server", {})
@@ -57,7 +45,7 @@ def build_summary(results: RunResults, rec: Recommendation, profile_name: str, d
     from .plan import capacity_of
 
     capacity = capacity_of(results, rec, rec.best.candidate_id) if rec.best is not None else None
-    return _clean({
+    return json_safe({
         "schema": 1,
         "profile": profile_name,
         "model": results.meta.get("model"),

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .recommend import LATENCY_KEYS, Recommendation, recommend
-from .results import Measurement, RunResults
+from .results import json_safe, Measurement, RunResults
 
 DEFAULT_HEADROOM = 0.3
 
@@ -112,17 +112,7 @@ class CapacityPlan:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        return _clean(d)
-
-
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
+        return json_safe(d)
 
 
 def check_inputs(target_rps: float, headroom: float, cost_per_gpu_hour: float | None) -> None:

@@ -227,14 +227,19 @@ class _PoolSource:
             self.pool.stop_event.clear()
 
     def errors(self) -> tuple[dict[str, int], str]:
-        kinds: dict[str, int] = {}
-        first = ""
-        for i in sorted(self.done):
-            ek, fe, _ = self.done[i]
-            for k, v in ek.items():
-                kinds[k] = kinds.get(k, 0) + v
-            first = first or fe
-        return kinds, first
+        return merge_errors(self.done)
 
     def worker_windows(self) -> list[list[WindowSample]]:
         return self.per_worker
+
+
+def merge_errors(done: dict) -> tuple[dict[str, int], str]:
+    """Error counts summed over workers (worker -> (kinds, first error, _)), and the first error."""
+    kinds: dict[str, int] = {}
+    first = ""
+    for i in sorted(done):
+        ek, fe, _ = done[i]
+        for k, v in ek.items():
+            kinds[k] = kinds.get(k, 0) + v
+        first = first or fe
+    return kinds, first
