@@ -243,7 +243,9 @@ class EmbeddedServer:
             except ServerError as err:
                 last_err = err
                 self.stop()
-                if "address already in use" not in self.log_tail(20).lower():
+                # A taken port, or a crash while starting (seen once: gRPC's poller
+                # aborting at start-up), is worth another try; a timeout is not.
+                if "address already in use" not in self.log_tail(20).lower() and "exited" not in str(err):
                     raise
                 self.grpc_port = None
         raise last_err  # type: ignore[misc]
