@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .eventloop import loop_kind, new_event_loop
 from .load import LoadClient, LoadSettings, build_request
 from .server import EmbeddedServer, ServerControl, prepare_repository
 from .stats import summarize
@@ -52,7 +53,7 @@ class BenchContext:
     echo: Callable[[str], None] = print
     notes: list[str] = field(default_factory=list)
     # one event loop for every in-process measurement (grpc.aio wants one loop per process)
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    loop: asyncio.AbstractEventLoop = field(default_factory=new_event_loop)
 
 
 # ---------------------------------------------------------------- loadgen ---
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx.notes.append("perf_analyzer is not available: tuner's figures only")
         doc: dict = {"meta": {
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "cores": os.cpu_count(), "python": sys.version.split()[0],
+            "cores": os.cpu_count(), "python": sys.version.split()[0], "event_loop": loop_kind(),
             "perf_analyzer": pa_env or None, "window_s": 1.0 if args.quick else WINDOW_S,
             "load_avg_before": os.getloadavg()[0],
         }}

@@ -13,14 +13,13 @@ no measurement time.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
+from . import __version__, eventloop
 from . import config as cfgmod
 from .compare import (CompareError, CompareOptions, Comparison, EnvironmentMismatch, compare,
                       dataset_from_results, load_dataset, to_json, to_markdown)
@@ -124,7 +123,7 @@ def run_check(profile: Profile, baseline: Path | str, run_dir: Path, *, config: 
                     on_point(m)
 
             cid = "baseline" if is_original else spec.candidate_id
-            points = asyncio.run(measure_points(srv, profile.model, profile.version, plan, levels,
+            points = eventloop.run(measure_points(srv, profile.model, profile.version, plan, levels,
                                                 profile.measurement, cid, record,
                                                 metrics_url=env.get("metrics_url") if env.get("gpus_known") else None))
         finally:

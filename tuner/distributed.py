@@ -95,7 +95,9 @@ class LoadActor:
         from .load import LoadClient
 
         self.index = index
-        self.loop = asyncio.new_event_loop()
+        from .eventloop import new_event_loop
+
+        self.loop = new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="tuner-load", daemon=True)
         self.thread.start()
         self.client = LoadClient(url, model, version)

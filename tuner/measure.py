@@ -7,12 +7,11 @@ generator's self-check (`client_bound`) and the server's telemetry.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from . import __version__, eventloop
 from .config import config_to_json, current_spec
 from .errors import LoadError, ServerError
 from .environment import collect as collect_environment
@@ -133,7 +132,7 @@ def measure_model(
                     on_point(m)
 
             metrics = metrics_url or srv.metrics_url or default_metrics_url(srv.url)
-            points = asyncio.run(measure_points(
+            points = eventloop.run(measure_points(
                 srv, model, version, plan, list(concurrencies), settings, "baseline", record,
                 request_rates=list(request_rates), arrivals=arrivals, metrics_url=metrics))
         finally:

@@ -11,7 +11,6 @@ at the end, after a failure and after Ctrl-C / SIGTERM.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import shutil
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import __version__
+from . import __version__, eventloop
 from . import config as cfgmod
 from .environment import collect as collect_environment
 from .errors import Interrupted, ModelLoadError, ServerError, StoreError, TunerError
@@ -190,7 +189,7 @@ class Sweep:
                     "environment": collect_environment(srv, p.model, p.sha256, version=p.version),
                 })
                 plan = build_request(readback, p.model, p.version, p.shapes, p.data)
-                asyncio.run(self._measure_all(srv, session, original, readback, specs, plan))
+                eventloop.run(self._measure_all(srv, session, original, readback, specs, plan))
             except BaseException:
                 self._finish_session(srv, session, failing=True)
                 raise

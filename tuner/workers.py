@@ -29,7 +29,9 @@ START_DELAY_NS = 300_000_000  # time for every process to get the "run" message 
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
-    return asyncio.new_event_loop()
+    from .eventloop import new_event_loop
+
+    return new_event_loop()
 
 
 async def _sleep_until(t_ns: int, stop) -> bool:
