@@ -4,7 +4,8 @@
 #
 #   ./bench.sh                    # prints the tables
 #   BENCH_JSON=out.json ./bench.sh
-#   ./bench.sh --quick            # 1 s windows; ./bench.sh --sections loadgen
+#   ./bench.sh --quick            # 1 s windows, one run per point; ./bench.sh --sections loadgen
+#   ./bench.sh --repeat 5         # runs of each tool per point (default 3; medians shown)
 #
 # perf_analyzer: the one on PATH when it runs; else the perf-analyzer wheel's
 # binary, installed into a private folder (~/.cache/tuner/perf_analyzer, never

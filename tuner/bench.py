@@ -10,6 +10,11 @@ function and a line there:
   throughput, p50/p99 and client CPU per request, and their ratios
   (tuner / perf_analyzer).
 
+Each point runs each tool `--repeat` times (default 3), interleaved and
+alternating which goes first; the table shows each tool's medians and the
+median of the ratios of runs made back to back (a 2-core host shared with
+other work drifts by 10-20% between runs).
+
 Client CPU per request is measured the same way for both: the load
 generator's process CPU time over its whole run (warm-up included; for
 perf_analyzer its rusage as a child process, for tuner the process_time of
@@ -17,7 +22,7 @@ this process around the run) divided by the requests the server completed
 over that run (statistics API). Throughput and percentiles are each tool's
 own figures over its measurement windows.
 
-    python -m tuner.bench [--sections loadgen] [--json FILE] [--quick]
+    python -m tuner.bench [--sections loadgen] [--json FILE] [--quick] [--repeat N]
     PERF_ANALYZER="cmd prefix" (how to run perf_analyzer; bench.sh sets it)
 """
 
@@ -29,6 +34,7 @@ import csv
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +56,7 @@ class BenchContext:
     work: Path
     perf_analyzer: list[str] | None
     quick: bool = False
+    repeat: int = 3  # runs of each tool per point (interleaved); the table shows medians
     echo: Callable[[str], None] = print
     notes: list[str] = field(default_factory=list)
     # one event loop for every in-process measurement (grpc.aio wants one loop per process)
@@ -161,6 +168,26 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """Each figure's median over repeated runs (None when no run has it)."""
+    if not runs:
+        return {}
+    out = dict(runs[-1])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            vals = [r[key] for r in runs if r.get(key) is not None]
+            out[key] = float(statistics.median(vals)) if vals else None
+    out["client_bound"] = sum(bool(r.get("client_bound")) for r in runs) * 2 > len(runs)
+    return out
+
+
+def _paired_ratio(t_runs: list[dict], pa_runs: list[dict | None], key: str) -> float | None:
+    """Median over the repeats of tuner / perf_analyzer, each pair run back to back (host drift cancels)."""
+    ratios = [_ratio(t.get(key), (pa or {}).get(key)) for t, pa in zip(t_runs, pa_runs)]
+    ratios = [r for r in ratios if r is not None]
+    return float(statistics.median(ratios)) if ratios else None
+
+
 def loadgen(ctx: BenchContext) -> dict:
     window_s = 1.0 if ctx.quick else WINDOW_S
     points = LOADGEN_POINTS
@@ -169,29 +196,34 @@ def loadgen(ctx: BenchContext) -> dict:
     out: dict[str, dict] = {}
     for i, point in enumerate(points):
         ctx.echo(f"  {point.key} ...")
-        # alternate which tool goes first, so a drift of the host favours neither
-        if i % 2 == 0:
-            t = run_tuner(ctx, point, window_s)
-            pa = run_perf_analyzer(ctx, point, window_s)
-        else:
-            pa = run_perf_analyzer(ctx, point, window_s)
-            t = run_tuner(ctx, point, window_s)
-        pa = pa or {}
+        t_runs, pa_runs = [], []
+        for r in range(ctx.repeat):
+            # alternate which tool goes first, so a drift of the host favours neither
+            if (i + r) % 2 == 0:
+                t_runs.append(run_tuner(ctx, point, window_s))
+                pa_runs.append(run_perf_analyzer(ctx, point, window_s))
+            else:
+                pa_runs.append(run_perf_analyzer(ctx, point, window_s))
+                t_runs.append(run_tuner(ctx, point, window_s))
+        # medians over the repeats: one run on a shared host can be off by 10-20%
+        t = _median_run(t_runs)
+        pa = _median_run([x for x in pa_runs if x])
         row = {
             "tuner_infer_per_s": t["infer_per_s"], "pa_infer_per_s": pa.get("infer_per_s"),
-            "throughput_ratio": _ratio(t["infer_per_s"], pa.get("infer_per_s")),
+            "throughput_ratio": _paired_ratio(t_runs, pa_runs, "infer_per_s"),
             "tuner_p50_ms": t["p50_ms"], "pa_p50_ms": pa.get("p50_ms"),
-            "p50_ratio": _ratio(t["p50_ms"], pa.get("p50_ms")),
+            "p50_ratio": _paired_ratio(t_runs, pa_runs, "p50_ms"),
             "tuner_p99_ms": t["p99_ms"], "pa_p99_ms": pa.get("p99_ms"),
-            "p99_ratio": _ratio(t["p99_ms"], pa.get("p99_ms")),
+            "p99_ratio": _paired_ratio(t_runs, pa_runs, "p99_ms"),
             "tuner_cpu_us_per_req": t["cpu_us_per_req"], "pa_cpu_us_per_req": pa.get("cpu_us_per_req"),
-            "cpu_ratio": _ratio(t["cpu_us_per_req"], pa.get("cpu_us_per_req")),
-            "tuner_errors": t["errors"], "tuner_client_bound": t["client_bound"], "tuner_bound": t["bound"],
+            "cpu_ratio": _paired_ratio(t_runs, pa_runs, "cpu_us_per_req"),
+            "tuner_errors": sum(r["errors"] or 0 for r in t_runs), "tuner_client_bound": t["client_bound"], "tuner_bound": t["bound"],
             "tuner_bound_reason": t["reason"], "tuner_loop_lag_p99_ms": t["loop_lag_p99_ms"],
         }
         if point.rate:
             row["target_rate"] = point.rate
             row["tuner_achieved_rate"] = t["achieved"]
+        row["runs"] = {"tuner": t_runs, "pa": pa_runs}
         out[point.key] = row
     return out
 
@@ -238,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tuner.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections to run")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
-    ap.add_argument("--quick", action="store_true", help="1 s windows (a smoke run; noisier)")
+    ap.add_argument("--quick", action="store_true", help="1 s windows and one run per point (a smoke run; noisier)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="runs of each tool per point, interleaved; medians are shown (default 3, --quick 1)")
     args = ap.parse_args(argv)
     names = [s for s in args.sections.split(",") if s]
     unknown = [s for s in names if s not in SECTIONS]
@@ -256,13 +290,15 @@ def main(argv: list[str] | None = None) -> int:
         server = EmbeddedServer(repo.resolve(), work / "tritonserver.log")
         server.start()
         control = ServerControl(server.url, server.log_path)
-        ctx = BenchContext(server, control, work, pa, quick=args.quick, echo=echo)
+        repeat = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 3))
+        ctx = BenchContext(server, control, work, pa, quick=args.quick, repeat=repeat, echo=echo)
         if pa is None:
             ctx.notes.append("perf_analyzer is not available: tuner's figures only")
         doc: dict = {"meta": {
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "cores": os.cpu_count(), "python": sys.version.split()[0], "event_loop": loop_kind(),
             "perf_analyzer": pa_env or None, "window_s": 1.0 if args.quick else WINDOW_S,
+            "repeat": repeat,
             "load_avg_before": os.getloadavg()[0],
         }}
         try:
