@@ -5,7 +5,7 @@ RAY_ADDRESS) or `--workers ray://HOST:PORT` (an existing cluster through Ray
 Client) runs a point's load in Ray actors, one per alive node by default
 (`LoadSettings.workers` N > 0: N actors), spread over the nodes (actor i on
 node i mod nodes, soft node affinity). Each actor runs exactly what a load process runs
-(`workers._run_share`: one event loop, one gRPC channel, `load._Engine`) in a
+(`workers._run_share`: one event loop, one gRPC channel, `engine.Engine`) in a
 thread of its own, and hands each window's raw samples to the driver, which
 merges them exactly (`stats.merge_windows`), as for local processes.
 

@@ -12,8 +12,6 @@ at the end, after a failure and after Ctrl-C / SIGTERM.
 from __future__ import annotations
 
 import fcntl
-import os
-import shutil
 import signal
 import time
 from contextlib import contextmanager

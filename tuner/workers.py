@@ -47,9 +47,9 @@ async def _sleep_until(t_ns: int, stop) -> bool:
 
 async def _run_share(conn, client, plan, share, settings, t_start: int, warmup_ns: int, window_ns: int,
                      max_windows: int, stop) -> None:
-    from .load import _Engine
+    from .engine import Engine
 
-    eng = _Engine(client, plan, settings, share)
+    eng = Engine(client, plan, settings, share)
     eng.start(t_start)
     try:
         b = t_start + warmup_ns

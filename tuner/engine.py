@@ -1,0 +1,472 @@
+"""One process's share of a load point: sends requests, records timestamps.
+
+Closed loop (N requests in flight) or open loop (sends at scheduled times,
+latency measured from the schedule); unary calls or the ModelStreamInfer
+stream (decoupled models, and low load where it costs less latency). Each
+process only records; windows are cut at fixed boundaries of the system-wide
+monotonic clock, so the windows of several processes line up (`Engine.cut`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from bisect import bisect_left
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2
+
+from .errors import LoadError
+from .loadspec import LoadSettings, LoadShare, LoadSpec, SPIN_LEAD_NS, SPIN_MAX_RATE, max_inflight, use_stream
+from .request import RequestPlan, ResponseChecker, check_parsed, stream_payload
+from .schedule import Schedule, Timer
+from .stats import LATE_SEND_MS, WindowSample
+
+if TYPE_CHECKING:
+    from .load import LoadClient
+
+def _us(values_ns: array) -> list[int]:
+    return (np.frombuffer(values_ns, dtype=np.int64) // 1000).tolist() if len(values_ns) else []
+
+
+def _pct_ms(values_ns, q: float) -> float | None:
+    if not len(values_ns):
+        return None
+    return float(np.percentile(np.frombuffer(values_ns, dtype=np.int64), q)) / 1e6
+
+
+# ------------------------------------------------------------------ engine ---
+
+class Engine:
+    """One process's share of a load point: sends requests, records timestamps.
+
+    Nothing here computes statistics: `cut(b)` slices what was recorded since
+    the previous boundary into a WindowSample (samples belong to the window in
+    which they completed), so windows of several processes line up exactly.
+    """
+
+    # Event-loop lag ticker period: each wake-up costs ~0.15 ms of CPU on a small
+    # VM, so 20 a second (40 samples in a 2 s window) rather than 100.
+    TICK_NS = 50_000_000
+
+    def __init__(self, client: "LoadClient", plan: RequestPlan, settings: LoadSettings, share: LoadShare):
+        self.client = client
+        self.plan = plan
+        self.settings = settings
+        self.share = share
+        self.stream = use_stream(plan, settings, share)
+        self.ends = array("q")
+        self.lats = array("q")
+        self.firsts = array("q")
+        self.nresp = array("q")
+        self.err_ts = array("q")
+        self.send_ts = array("q")
+        self.late = array("q")
+        self.capped_ts = array("q")
+        self.lag_ts = array("q")
+        self.lag = array("q")
+        self.error_kinds: dict[str, int] = {}
+        self.first_error = ""
+        self.checker = ResponseChecker(plan.expected_outputs, settings.check_every)
+        self.running = False
+        self.inflight = 0
+        self.tasks: list[asyncio.Task] = []
+        self.pending: set[asyncio.Task] = set()
+        self.schedule: Schedule | None = None
+        self.streamer: Streamer | None = None
+        self.crashed: BaseException | None = None
+        self._idx: dict[str, int] = {}
+        self._prev_b = 0
+        self._prev_cpu = 0.0
+        self._prev_wall = 0
+        self._prev_checked = 0
+        self._prev_sched = 0
+
+    # -- recording
+    def error(self, kind: str, detail: str) -> None:
+        self.err_ts.append(time.perf_counter_ns())
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+        if not self.first_error:
+            self.first_error = f"{kind}: {detail}"[:300]
+
+    # -- lifecycle
+    def start(self, t_start_ns: int) -> None:
+        self.running = True
+        self._prev_b = t_start_ns
+        self._prev_cpu = time.process_time()
+        self._prev_wall = time.perf_counter_ns()
+        self.tasks.append(asyncio.create_task(self._main(t_start_ns)))
+        self.tasks.append(asyncio.create_task(self._ticker()))
+
+    async def _main(self, t_start_ns: int) -> None:
+        try:
+            await asyncio.sleep(max(0.0, (t_start_ns - time.perf_counter_ns()) / 1e9))
+            share = self.share
+            if self.stream:
+                self.streamer = Streamer(self)
+                if share.rate > 0:
+                    self.tasks.append(asyncio.create_task(self.streamer.run(0)))
+                    await self._scheduler(t_start_ns, self.streamer.send)
+                else:
+                    await self.streamer.run(share.concurrency)
+            elif share.rate > 0:
+                await self._scheduler(t_start_ns, self._fire_unary)
+            else:
+                workers = [asyncio.create_task(self._closed_unary()) for _ in range(share.concurrency)]
+                self.tasks.extend(workers)
+                await asyncio.gather(*workers)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:  # a bug, not a server problem: surface it
+            self.crashed = err
+            raise
+
+    async def stop(self) -> None:
+        self.running = False
+        if self.share.rate > 0:
+            # Triton runs requests the client gave up on: wait for them, so the
+            # next point doesn't start behind a backlog.
+            deadline = time.perf_counter_ns() + int(self.settings.drain_s * 1e9)
+            while time.perf_counter_ns() < deadline and (
+                    self.pending or (self.streamer is not None and self.streamer.pending)):
+                await asyncio.sleep(0.01)
+        if self.streamer is not None:
+            self.streamer.close()
+        tasks = self.tasks + list(self.pending)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def alive(self) -> bool:
+        return self.crashed is None and not (self.tasks and self.tasks[0].done())
+
+    # -- closed loop, unary
+    async def _closed_unary(self) -> None:
+        infer = self.client._infer
+        payload = self.plan.payload
+        timeout = self.settings.request_timeout_s
+        md = self.client._metadata
+        perf = time.perf_counter_ns
+        check = self.checker
+        ends, lats = self.ends.append, self.lats.append
+        while self.running:
+            t0 = perf()
+            self.inflight += 1
+            try:
+                raw = await infer(payload, timeout=timeout, metadata=md)
+            except grpc.aio.AioRpcError as err:
+                self.inflight -= 1
+                self.error(err.code().name, err.details() or "")
+                if err.code() == grpc.StatusCode.UNAVAILABLE:
+                    await asyncio.sleep(0.05)  # don't spin on a dead server
+                continue
+            t1 = perf()
+            self.inflight -= 1
+            problem = check(raw)
+            if problem is not None:
+                self.error("BAD_OUTPUT", problem)
+                continue
+            ends(t1)
+            lats(t1 - t0)
+
+    # -- open loop
+    async def _scheduler(self, t_start_ns: int, fire) -> None:
+        share = self.share
+        sched = self.schedule = Schedule(t_start_ns, share.rate, share.spec.arrivals, share.offset_ns, share.seed)
+        timer = Timer()
+        perf = time.perf_counter_ns
+        cap = max_inflight(self.settings, share.rate)
+        send_ts, late, capped = self.send_ts.append, self.late.append, self.capped_ts.append
+        i, last_capped = 0, -1
+        t = sched.at(0)
+        # At low rates, wake SPIN_LEAD_NS early and yield to the loop until the
+        # send time: a sleeping loop wakes ~70 us late, which counts as latency
+        # (measured from the schedule). Costs at most SPIN_LEAD_NS of CPU per send.
+        lead = SPIN_LEAD_NS if share.rate <= SPIN_MAX_RATE else 0
+        try:
+            while self.running:
+                now = perf()
+                if t > now:
+                    if t - now > lead:
+                        await timer.sleep_until(t - lead)
+                    else:
+                        await asyncio.sleep(0)
+                    continue
+                n = 0
+                while t <= now and n < 256:
+                    if self.inflight >= cap:
+                        if last_capped != i:
+                            capped(now)
+                            last_capped = i
+                        break
+                    send_ts(now)
+                    late(now - t)
+                    fire(t)
+                    i += 1
+                    n += 1
+                    t = sched.at(i)
+                if n == 0:
+                    await asyncio.sleep(0.0005)  # at the in-flight cap: let requests complete
+                elif t <= perf():
+                    await asyncio.sleep(0)  # behind schedule: let responses in between bursts
+        finally:
+            timer.close()
+
+    def _fire_unary(self, t_sched: int) -> None:
+        self.inflight += 1
+        # The call is made here, not in the task: its send is queued now, one
+        # event-loop turn earlier than from inside a new task.
+        call = self.client._infer(self.plan.payload, timeout=self.settings.request_timeout_s,
+                                  metadata=self.client._metadata)
+        task = asyncio.get_running_loop().create_task(self._one_unary(call, t_sched))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _one_unary(self, call, t_sched: int) -> None:
+        try:
+            raw = await call
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        except grpc.aio.AioRpcError as err:
+            self.error(err.code().name, err.details() or "")
+            return
+        finally:
+            self.inflight -= 1
+        t1 = time.perf_counter_ns()
+        problem = self.checker(raw)
+        if problem is not None:
+            self.error("BAD_OUTPUT", problem)
+            return
+        self.ends.append(t1)
+        self.lats.append(t1 - t_sched)
+
+    # -- self-check
+    async def _ticker(self) -> None:
+        timer = Timer()
+        perf = time.perf_counter_ns
+        tick = self.TICK_NS
+        try:
+            t = perf()
+            while self.running:
+                target = t + tick
+                await timer.sleep_until(target)
+                now = perf()
+                self.lag_ts.append(now)
+                self.lag.append(max(0, now - target))
+                t = now
+        finally:
+            timer.close()
+
+    def _since(self, key: str, arr: array, b: int) -> tuple[int, int]:
+        i0 = self._idx.get(key, 0)
+        i1 = bisect_left(arr, b, i0)
+        self._idx[key] = i1
+        return i0, i1
+
+    def cut(self, b: int) -> WindowSample:
+        """What completed in [previous boundary, b), as one window of this process."""
+        now_cpu, now_wall = time.process_time(), time.perf_counter_ns()
+        prev = self._prev_b
+        i0, i1 = self._since("ends", self.ends, b)
+        lats = self.lats[i0:i1]
+        e0, e1 = self._since("errors", self.err_ts, b)
+        s0, s1 = self._since("sends", self.send_ts, b)
+        c0, c1 = self._since("capped", self.capped_ts, b)
+        l0, l1 = self._since("lag", self.lag_ts, b)
+        duration_ns = max(1, b - prev)
+        share = self.share
+        late = self.late[s0:s1]
+        lag = self.lag[l0:l1]
+        cpu_s = now_cpu - self._prev_cpu
+        wall_s = max(1e-9, (now_wall - self._prev_wall) / 1e9)
+        client = {
+            "mode": share.spec.mode,
+            "arrivals": share.spec.arrivals if share.rate > 0 else "closed",
+            "target": share.rate if share.rate > 0 else float(share.concurrency),
+            "achieved": ((s1 - s0) / (duration_ns / 1e9)) if share.rate > 0 else float(sum(lats)) / duration_ns,
+            "scheduled": None,
+            "sent": (s1 - s0) if share.rate > 0 else (i1 - i0) + (e1 - e0),
+            "late_sends": (int(np.count_nonzero(np.frombuffer(late, dtype=np.int64) > LATE_SEND_MS * 1e6))
+                           if share.rate > 0 else None),
+            "late_p99_ms": _pct_ms(late, 99) if share.rate > 0 else None,
+            "capped_sends": (c1 - c0) if share.rate > 0 else None,
+            "inflight": self.inflight if not self.streamer else len(self.streamer.pending),
+            "loop_lag_p99_ms": _pct_ms(lag, 99),
+            "loop_lag_max_ms": (max(lag) / 1e6) if len(lag) else None,
+            "cpu_s": cpu_s,
+            "cpu_util_max": cpu_s / wall_s,
+            "checked": self.checker.checked - self._prev_checked,
+            "workers": 1,
+        }
+        if self.schedule is not None:
+            n = self.schedule.count_before(b)
+            client["scheduled"] = n - self._prev_sched
+            self._prev_sched = n
+        window = WindowSample(
+            start_s=prev / 1e9,
+            duration_s=duration_ns / 1e9,
+            latencies_us=_us(lats),
+            errors=e1 - e0,
+            client=client,
+        )
+        if self.stream:  # the stream parses and checks every response
+            responses = int(sum(self.nresp[i0:i1]))
+            client["checked"] = responses
+            if self.plan.decoupled:  # else first response = the response: nothing to add
+                window.first_response_us = _us(self.firsts[i0:i1])
+                window.responses = responses
+        self._prev_b = b
+        self._prev_cpu, self._prev_wall = now_cpu, now_wall
+        self._prev_checked = self.checker.checked
+        return window
+
+
+class Streamer:
+    """Requests over one bidirectional ModelStreamInfer stream (decoupled models).
+
+    Each request gets an id (appended to the serialized request: a later
+    field wins in protobuf) so responses can be matched; Triton flags each
+    request's final response (`triton_final_response`, asked for with the
+    request parameter `triton_enable_empty_final_response`). Latency runs from
+    when the request was queued to be written (its scheduled time in open
+    loop), to the first response and to the final one.
+    """
+
+    def __init__(self, engine: Engine):
+        self.e = engine
+        self.payload = stream_payload(engine.plan.payload)
+        self.expected = engine.plan.expected_outputs
+        self.decoupled = engine.plan.decoupled
+        self.pending: dict[str, list] = {}  # id -> [t_sched, t_first, responses, problem]
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.seq = 0
+        self.concurrency = 0
+        self.call = None
+
+    def send(self, t_sched: int) -> None:
+        self.seq += 1
+        rid = str(self.seq)
+        b = rid.encode()
+        self.pending[rid] = [t_sched, 0, 0, None]
+        self.e.inflight = len(self.pending)
+        self.queue.put_nowait(self.payload + b"\x1a" + bytes((len(b),)) + b)
+
+    async def _requests(self, queue: asyncio.Queue):
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            yield item
+
+    async def run(self, concurrency: int) -> None:
+        """Read responses until stopped; reopen the stream after a failure."""
+        e = self.e
+        self.concurrency = concurrency
+        first = True
+        while e.running:
+            if not first:  # after a failure: a new stream, nothing outstanding
+                self.queue = asyncio.Queue()
+                self.pending.clear()
+            first = False
+            for _ in range(concurrency):
+                self.send(time.perf_counter_ns())
+            self.call = e.client._stream(self._requests(self.queue), timeout=None, metadata=e.client._metadata)
+            try:
+                async for raw in self.call:
+                    self._handle(raw)
+                detail, kind = "the server ended the stream", "STREAM_ENDED"
+            except grpc.aio.AioRpcError as err:
+                kind, detail = err.code().name, err.details() or ""
+            if not e.running:
+                return
+            for _ in range(max(1, len(self.pending))):
+                e.error(kind, detail)
+            self.pending.clear()
+            e.inflight = 0
+            await asyncio.sleep(0.05)
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+        if self.call is not None:
+            self.call.cancel()
+
+    def _handle(self, raw: bytes) -> None:
+        t = time.perf_counter_ns()
+        e = self.e
+        r = service_pb2.ModelStreamInferResponse.FromString(raw)
+        ir = r.infer_response
+        pending = self.pending
+        st = pending.get(ir.id)
+        if r.error_message:
+            rid = ir.id if st is not None else next(iter(pending), None)
+            if rid is None:
+                return
+            del pending[rid]
+            e.error("STREAM_ERROR", r.error_message)
+            self._next()
+            return
+        if st is None:
+            return  # a request already given up on
+        if len(ir.outputs):
+            st[2] += 1
+            if not st[1]:
+                st[1] = t
+            if st[3] is None:
+                st[3] = check_parsed(ir, self.expected)
+        flag = ir.parameters.get("triton_final_response")
+        final = flag.bool_param if flag is not None else not self.decoupled
+        if not final:
+            return
+        del pending[ir.id]
+        if st[3] is not None:
+            e.error("BAD_OUTPUT", st[3])
+        elif st[2] == 0 and not self.decoupled:
+            e.error("BAD_OUTPUT", "final response without outputs")
+        else:
+            e.ends.append(t)
+            e.lats.append(t - st[0])
+            e.firsts.append((st[1] or t) - st[0])
+            e.nresp.append(st[2])
+        self._next()
+
+    def _next(self) -> None:
+        e = self.e
+        e.inflight = len(self.pending)
+        if self.concurrency and e.running:
+            self.send(time.perf_counter_ns())
+
+
+class LocalSource:
+    """The load of a point in this process and event loop."""
+
+    start_delay_ns = 1_000_000
+
+    def __init__(self, client: LoadClient, plan: RequestPlan, spec: LoadSpec, settings: LoadSettings):
+        self.engine = Engine(client, plan, settings, spec.share(0, 1))
+
+    async def start(self, t_start: int) -> None:
+        self.engine.start(t_start)
+
+    async def window(self, k: int, b: int) -> WindowSample | None:
+        await asyncio.sleep(max(0.0, (b - time.perf_counter_ns()) / 1e9))
+        eng = self.engine
+        if eng.crashed is not None:
+            raise LoadError(f"the load generator failed: {eng.crashed!r}") from eng.crashed
+        if not eng.alive():
+            return None
+        return eng.cut(b)
+
+    async def stop(self) -> None:
+        await self.engine.stop()
+        if self.engine.crashed is not None:
+            raise LoadError(f"the load generator failed: {self.engine.crashed!r}") from self.engine.crashed
+
+    def errors(self) -> tuple[dict[str, int], str]:
+        return dict(self.engine.error_kinds), self.engine.first_error
+
+    def worker_windows(self) -> None:
+        return None
