@@ -15,6 +15,7 @@ import pytest
 
 from tuner import telemetry
 from tuner.load import LoadClient, LoadSettings, build_request
+from tuner.results import load_results
 from tuner.server import EmbeddedServer, ServerControl, free_port, prepare_repository
 from tuner.stats import PERCENTILES, WindowSample, merge_windows, summarize
 
@@ -171,6 +172,20 @@ def test_rate_far_above_saturation_is_flagged_server_bound(remote_server):
     assert s.throughput_infer_per_s < 0.5 * 1500
     assert c["bound"] == "server" and not c["client_bound"], c["reason"]
     assert c["capped_sends"] > 0 and "in-flight limit" in c["reason"]
+
+
+def test_several_request_rates_each_kept_in_results(remote_server, tmp_path):
+    # open-loop points all have concurrency 0: each rate must still be its own point when read back
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        TUNER + ["measure", "identity", "--url", remote_server.url, "--request-rate", "100,200",
+                 "--window-s", "0.3", "--warmup-s", "0.2", "--max-windows", "3", "--out", str(run)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr
+    points = load_results(run).points_of("baseline")
+    assert [p.request_rate for p in points] == [100.0, 200.0]
+    achieved = [p.summary().throughput_infer_per_s for p in points]
+    assert 80 < achieved[0] < 120 and 170 < achieved[1] < 230, achieved
 
 
 def test_measure_cli_request_rate(remote_server, tmp_path):

@@ -6,6 +6,7 @@ file (`results.jsonl`), or a saved baseline (`tuner baseline save`, see
 config is the candidate's tuned fields (max_batch_size, dynamic batching,
 queue delay, preferred sizes, instances: `CandidateSpec.candidate_id`), so a
 point is only compared with a point measured under the same tuned fields.
+Closed-loop points only: request-rate (open-loop) points are left out.
 Environments are compared first (`tuner.environment.differences`): results
 from different environments are refused unless `allow_env_mismatch`.
 
@@ -273,7 +274,8 @@ def dataset_from_results(path: Path, *, all_candidates: bool = True,
         by_cid[cand.candidate_id] = key
     for m in results.points:
         key = by_cid.get(m.candidate_id)
-        if key is None or not m.windows:
+        # request-rate points are not compared (points pair by concurrency)
+        if key is None or not m.windows or m.request_rate is not None:
             continue
         configs[key].points[m.concurrency] = point_from_measurement(m, max_samples)
     configs = {k: c for k, c in configs.items() if c.points}

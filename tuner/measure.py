@@ -40,6 +40,7 @@ def _measurement(srv: ServerContext, samples: PointSamples, settings: LoadSettin
         error_kinds=samples.error_kinds,
         first_error=samples.first_error,
         summary_windows=settings.min_windows,
+        request_rate=samples.request_rate,
     )
     if samples.windows and all(w.completed == 0 for w in samples.windows):
         m.status = "failed"
@@ -52,7 +53,7 @@ def point_load(m: Measurement) -> dict:
     """A point's offered load and the generator's verdict, from its stored windows."""
     s = m.summary()
     c = s.client or {}
-    rate = c.get("target") if c.get("mode") == "rate" else None
+    rate = m.request_rate if m.request_rate is not None else (c.get("target") if c.get("mode") == "rate" else None)
     return {
         "request_rate": rate,
         "arrivals": c.get("arrivals") or "closed",

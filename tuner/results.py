@@ -39,6 +39,14 @@ class Measurement:
     error_kinds: dict[str, int] = field(default_factory=dict)
     first_error: str = ""
     summary_windows: int = 3
+    request_rate: float | None = None  # open loop: the target requests/s (concurrency is 0 then)
+
+    @property
+    def load_key(self) -> tuple[str, float]:
+        """What load the point offered: ("rate", R) or ("concurrency", N); one point per key and candidate."""
+        if self.request_rate is not None:
+            return ("rate", float(self.request_rate))
+        return ("concurrency", float(self.concurrency))
 
     def summary(self) -> PointSummary:
         return summarize(self.windows, self.summary_windows)
@@ -54,6 +62,7 @@ class Measurement:
             "error_kinds": self.error_kinds,
             "first_error": self.first_error,
             "summary_windows": self.summary_windows,
+            "request_rate": self.request_rate,
             "windows": [w.to_dict() for w in self.windows],
         }
 
@@ -68,6 +77,7 @@ class Measurement:
             error_kinds=dict(r.get("error_kinds", {})),
             first_error=r.get("first_error", ""),
             summary_windows=int(r.get("summary_windows", 3)),
+            request_rate=float(r["request_rate"]) if r.get("request_rate") is not None else None,
         )
 
 
@@ -150,7 +160,7 @@ class RunResults:
     points: list[Measurement]
 
     def points_of(self, candidate_id: str) -> list[Measurement]:
-        return sorted((p for p in self.points if p.candidate_id == candidate_id), key=lambda p: p.concurrency)
+        return sorted((p for p in self.points if p.candidate_id == candidate_id), key=lambda p: p.load_key)
 
 
 def load_results(path: Path) -> RunResults:
@@ -159,7 +169,7 @@ def load_results(path: Path) -> RunResults:
         path = path / RESULTS_FILE
     meta: dict = {}
     candidates: dict[str, CandidateRecord] = {}
-    points: dict[tuple[str, int], Measurement] = {}
+    points: dict[tuple[str, tuple], Measurement] = {}
     for rec in read_records(path):
         kind = rec.get("type")
         if kind == "run":
@@ -169,7 +179,7 @@ def load_results(path: Path) -> RunResults:
             candidates[c.candidate_id] = c
         elif kind == "point":
             m = Measurement.from_record(rec)
-            points[(m.candidate_id, m.concurrency)] = m  # a re-measured point replaces the old
+            points[(m.candidate_id, m.load_key)] = m  # a re-measured point replaces the old
     return RunResults(meta=meta, candidates=candidates, points=list(points.values()))
 
 
