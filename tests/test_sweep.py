@@ -216,3 +216,24 @@ def test_original_config_back_after_a_completed_remote_sweep(remote_server, remo
     cand = res.candidates["mbs4-qd500-pbsauto-i2"]
     assert '"max_queue_delay_microseconds":"500"' in cand.config_json.replace(" ", "")
     assert '"preferred_batch_size":[4]' in cand.config_json.replace(" ", "")
+
+
+def test_load_processes_start_once_per_sweep(remote_server, remote_control, tmp_path, monkeypatch):
+    from tuner import workers
+
+    starts = []
+    real_start = workers.WorkerPool.start
+
+    async def counting_start(self):
+        starts.append(self.n)
+        await real_start(self)
+
+    monkeypatch.setattr(workers.WorkerPool, "start", counting_start)
+    path = write_profile(tmp_path / "p.toml", url=remote_server.url, max_batch_size=(4,), concurrency=(2,),
+                         window_s=0.3, strategy="grid")
+    path.write_text(path.read_text() + "workers = 2\n")
+    outcome = run_sweep(load_profile(str(path)), tmp_path / "run")
+    assert outcome.candidates_measured == 1  # and the baseline
+    points = load_results(tmp_path / "run").points
+    assert len(points) == 2 and all(w.client["workers"] == 2 for p in points for w in p.windows)
+    assert starts == [2]  # one pool of 2 processes for both candidates

@@ -232,7 +232,6 @@ class Sweep:
         loaded: str | None = None
         deaths: dict[str, int] = {}
         client: LoadClient | None = None
-        metrics_url = srv.metrics_url or default_metrics_url(srv.url)
         try:
             while (step := strategy.next_step()) is not None:
                 cid = step.candidate_id
@@ -267,13 +266,18 @@ class Sweep:
                             strategy.observe_failed(cid, reason)
                             continue
                         loaded = cid
-                        if client is not None:
-                            await client.__aexit__(None, None, None)
+                    if client is None:
+                        # one client for the whole sweep: its load processes (or Ray actors)
+                        # start once, not once per candidate
+                        metrics_url = srv.metrics_url or default_metrics_url(srv.url)
                         client = await LoadClient(srv.connection, p.model, p.version,
                                                   metrics_url=metrics_url).__aenter__()
                     m = await self._measure_point(client, srv, cid, step.concurrency, plan)
                 except _ServerDied as died:
                     loaded = None
+                    if client is not None:  # the restarted server may listen elsewhere: connect anew
+                        await client.__aexit__(None, None, None)
+                        client = None
                     deaths[cid] = deaths.get(cid, 0) + 1
                     self._restart_embedded(srv, session, str(died))
                     if deaths[cid] >= 2:  # a server killed twice under one candidate: the candidate's fault
