@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tuner.load import build_request
 from tuner.server import EmbeddedServer, ServerControl, prepare_repository
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,12 +19,8 @@ TUNER = [sys.executable, "-m", "tuner.cli"]
 def remote_server(tmp_path_factory):
     """A Triton tuner did not start (as far as the sweep knows): reached by --url."""
     repo = prepare_repository(tmp_path_factory.mktemp("remote_repo"), ["synthetic", "identity"])
-    srv = EmbeddedServer(repo, tmp_path_factory.mktemp("remote_logs") / "tritonserver.log")
-    try:
-        srv.start()
+    with EmbeddedServer(repo, tmp_path_factory.mktemp("remote_logs") / "tritonserver.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture()
@@ -67,6 +64,16 @@ def write_profile(path: Path, *, model: str = "synthetic", url: str | None = Non
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def request_plan(url: str, model: str):
+    """Load `model` on the server at `url` and build its request from the config it serves."""
+    ctl = ServerControl(url)
+    try:
+        ctl.load(model)
+        return build_request(ctl.model_config(model), model)
+    finally:
+        ctl.close()
 
 
 def subprocess_env() -> dict:

@@ -442,7 +442,7 @@ def test_bad_dims_error_has_line_and_col(tmp_path, dim):
     line, col, rest = location(path, msg)
     assert line == 7
     assert col in (5, 16), "the dims field (col 5) or the bad value (col 16)"
-    assert f"'x'" in rest and str(dim) in rest
+    assert "'x'" in rest and str(dim) in rest
 
 
 def test_bad_reshape_dims_are_refused():
@@ -483,7 +483,7 @@ def test_diff_shows_only_tuned_lines(name, spec):
     assert changed
     allowed = TUNED_LINE if not fdb else re.compile(TUNED_LINE.pattern + r"|^[-+]\s*dims: \[[-\d, ]*\]$")
     bad = [ln for ln in changed if not allowed.match(ln)]
-    assert not bad, f"untuned lines changed:\n" + "\n".join(bad) + "\n\nfull diff:\n" + diff
+    assert not bad, "untuned lines changed:\n" + "\n".join(bad) + "\n\nfull diff:\n" + diff
     if spec.max_batch_size != original.max_batch_size:
         if original.max_batch_size:  # 0 is the default, never written
             assert f"-max_batch_size: {original.max_batch_size}" in changed

@@ -13,9 +13,10 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'tuner[distributed]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from tuner.load import LoadClient, LoadSettings, build_request  # noqa: E402
-from tuner.server import ServerControl  # noqa: E402
+from tuner.load import LoadClient, LoadSettings  # noqa: E402
 from tuner.stats import summarize  # noqa: E402
+
+from .conftest import request_plan  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -40,15 +41,6 @@ def cluster(tmp_path_factory):
         c.shutdown()
 
 
-def _plan(url, model):
-    ctl = ServerControl(url)
-    try:
-        ctl.load(model)
-        return build_request(ctl.model_config(model), model)
-    finally:
-        ctl.close()
-
-
 def _run(url, model, plan, concurrency, settings, during=None):
     async def go():
         async with LoadClient(url, model) as client:
@@ -60,7 +52,7 @@ def _run(url, model, plan, concurrency, settings, during=None):
 
 
 def test_two_nodes_match_one_process(cluster, remote_server):
-    plan = _plan(remote_server.url, "synthetic")
+    plan = request_plan(remote_server.url, "synthetic")
     # one transport for both (auto would pick the stream for 2 in flight per actor)
     base = dict(warmup_s=0.5, window_s=1.0, min_windows=3, max_windows=3, stability_pct=50, transport="unary")
     one = _run(remote_server.url, "synthetic", plan, 4, LoadSettings(workers=1, **base))
@@ -87,7 +79,7 @@ def test_two_nodes_match_one_process(cluster, remote_server):
 
 
 def test_an_actor_killed_mid_window_fails_that_window_not_the_run(cluster, remote_server):
-    plan = _plan(remote_server.url, "identity")
+    plan = request_plan(remote_server.url, "identity")
     settings = LoadSettings(ray_address="auto", warmup_s=0.3, window_s=1.0, min_windows=3, max_windows=4,
                             stability_pct=50)
 

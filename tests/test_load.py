@@ -8,18 +8,17 @@ import asyncio
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tuner import telemetry
-from tuner.load import LoadClient, LoadSettings, build_request
+from tuner.load import LoadClient, LoadSettings
 from tuner.results import load_results
-from tuner.server import EmbeddedServer, ServerControl, free_port, prepare_repository
+from tuner.server import EmbeddedServer, free_port, prepare_repository
 from tuner.stats import PERCENTILES, WindowSample, merge_windows, summarize
 
-from .conftest import ROOT, TUNER, subprocess_env
+from .conftest import ROOT, TUNER, request_plan, subprocess_env
 
 pytestmark = pytest.mark.timeout(180)
 FAST = LoadSettings(warmup_s=0.3, window_s=0.5, min_windows=3, max_windows=3, stability_pct=15)
@@ -62,21 +61,8 @@ def odd_server(tmp_path_factory):
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(BROKEN_CONFIG.format(name=name, mode=mode))
         (repo / name / "1" / "model.py").write_text(BROKEN_MODEL)
-    srv = EmbeddedServer(repo, tmp_path_factory.mktemp("odd_logs") / "tritonserver.log")
-    try:
-        srv.start()
+    with EmbeddedServer(repo, tmp_path_factory.mktemp("odd_logs") / "tritonserver.log") as srv:
         yield srv
-    finally:
-        srv.stop()
-
-
-def _plan(url: str, model: str):
-    ctl = ServerControl(url)
-    try:
-        ctl.load(model)
-        return build_request(ctl.model_config(model), model)
-    finally:
-        ctl.close()
 
 
 def _run(url, model, plan, *, concurrency=None, rate=None, arrivals="constant", settings=FAST, metrics_url=None):
@@ -118,7 +104,7 @@ def test_merged_windows_have_the_percentiles_of_the_union():
 
 
 def test_two_processes_merge_exactly(remote_server):
-    plan = _plan(remote_server.url, "identity")
+    plan = request_plan(remote_server.url, "identity")
     settings = LoadSettings(warmup_s=0.3, window_s=0.4, min_windows=2, max_windows=2, workers=2)
     closed_port = f"http://127.0.0.1:{free_port()}/metrics"
     ps = _run(remote_server.url, "identity", plan, concurrency=4, settings=settings, metrics_url=closed_port)
@@ -142,7 +128,7 @@ def test_two_processes_merge_exactly(remote_server):
 
 def test_request_rate_is_held_below_saturation(remote_server):
     # synthetic: one instance, 2.5 ms per request -> ~400/s at most; ask for 150/s
-    plan = _plan(remote_server.url, "synthetic")
+    plan = request_plan(remote_server.url, "synthetic")
     ps = _run(remote_server.url, "synthetic", plan, rate=150, metrics_url=remote_server.metrics_url)
     assert ps.request_rate == 150 and ps.concurrency == 0 and ps.error_kinds == {}
     s = summarize(ps.windows)
@@ -164,7 +150,7 @@ def test_rate_far_above_saturation_is_flagged_server_bound(remote_server):
     # 1500/s offered to a model that completes ~400/s: requests go out on time
     # until max_inflight are outstanding, then sends wait for the server. That is
     # the server's limit, not the generator's: flagged "server", not client-bound.
-    plan = _plan(remote_server.url, "synthetic")
+    plan = request_plan(remote_server.url, "synthetic")
     settings = LoadSettings(warmup_s=0.3, window_s=0.4, min_windows=3, max_windows=3, max_inflight=150)
     ps = _run(remote_server.url, "synthetic", plan, rate=1500, settings=settings)
     s = summarize(ps.windows)
@@ -210,7 +196,7 @@ def test_measure_cli_request_rate(remote_server, tmp_path):
 # ----------------------------------------------------- stream, telemetry ---
 
 def test_decoupled_model_over_the_stream(odd_server):
-    plan = _plan(odd_server.url, "decoupled")
+    plan = request_plan(odd_server.url, "decoupled")
     assert plan.decoupled
     ps = _run(odd_server.url, "decoupled", plan, concurrency=2)
     assert ps.error_kinds == {}, ps.first_error
@@ -267,7 +253,7 @@ nv_inference_pending_request_count{model="m",version="1"} 3
 
 @pytest.mark.parametrize("model, size", [("empty_out", 0), ("short_out", 32)])
 def test_empty_or_short_output_from_a_real_model_is_an_error(odd_server, model, size):
-    plan = _plan(odd_server.url, model)
+    plan = request_plan(odd_server.url, model)
     settings = LoadSettings(warmup_s=0.2, window_s=0.3, min_windows=2, max_windows=2)
     for kw in ({"concurrency": 2}, {"rate": 100}):
         ps = _run(odd_server.url, model, plan, settings=settings, **kw)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tuner.errors import ServerError
-from tuner.server import BUNDLED_MODELS_DIR, EmbeddedServer, ServerControl, prepare_repository
+from tuner.server import EmbeddedServer, ServerControl, prepare_repository
 
 from .conftest import ROOT, TUNER, subprocess_env
 

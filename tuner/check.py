@@ -30,6 +30,7 @@ from .load import build_request
 from .profile import Profile
 from .results import RESULTS_FILE, SCHEMA, CandidateRecord, Measurement, append_record, write_atomic
 from .server import ModelSession, bundled_models, open_server
+from .sweep import original_config
 
 
 @dataclass
@@ -38,17 +39,6 @@ class CheckOutcome:
     config_key: str
     comparison: Comparison
     duration_s: float
-
-
-def _original_config(profile: Profile, srv, readback: cfgmod.ModelConfig) -> cfgmod.ModelConfig:
-    """The config candidates are made from, as `tuner sweep` makes them."""
-    if profile.config_path is not None:
-        return cfgmod.read_config(profile.config_path)
-    if srv.embedded is not None:
-        f = srv.embedded.model_repository / profile.model / "config.pbtxt"
-        if f.exists():
-            return cfgmod.read_config(f)
-    return readback
 
 
 def run_check(profile: Profile, baseline: Path | str, run_dir: Path, *, config: str = "current",
@@ -91,7 +81,7 @@ def run_check(profile: Profile, baseline: Path | str, run_dir: Path, *, config: 
                 if key not in base.configs:
                     raise CompareError(f"{baseline} has no config '{key}' (it has: {', '.join(base.configs)})")
                 spec = cfgmod.CandidateSpec.from_dict(base.configs[key].spec)
-                applied = cfgmod.make_candidate(_original_config(profile, srv, readback), spec,
+                applied = cfgmod.make_candidate(original_config(profile, srv, readback), spec,
                                                 first_dim_is_batch=profile.first_dim_is_batch)
             if key not in base.configs:
                 have = ", ".join(c.label for c in base.configs.values())

@@ -110,17 +110,6 @@ class Sweep:
         append_record(self.results_path, rec)
         self.points_recorded = self.points_recorded or rec.get("type") == "point"
 
-    # -- the original config --
-    def _original_file_config(self, srv: ServerContext, readback: cfgmod.ModelConfig) -> cfgmod.ModelConfig:
-        p = self.profile
-        if p.config_path is not None:
-            return cfgmod.read_config(p.config_path)
-        if srv.embedded is not None:
-            f = srv.embedded.model_repository / p.model / "config.pbtxt"
-            if f.exists():
-                return cfgmod.read_config(f)
-        return readback
-
     def run(self, resume: bool = False) -> SweepOutcome:
         p = self.profile
         if p.url is None and p.model not in bundled_models():
@@ -169,7 +158,7 @@ class Sweep:
                     # killed run; the original is what the first session read.
                     readback = cfgmod.config_from_json(stored_readback.read_text(encoding="utf-8"))
                     session.original = readback
-                original = self._original_file_config(srv, readback)
+                original = original_config(self.profile, srv, readback)
                 cfgmod.check_tunable(original, first_dim_is_batch=p.first_dim_is_batch, where=p.model)
                 orig_dir = self.run_dir / "original"
                 orig_dir.mkdir(exist_ok=True)
@@ -359,6 +348,18 @@ class Sweep:
             return True
         except ServerError:
             return False
+
+
+def original_config(profile: Profile, srv: ServerContext, readback: cfgmod.ModelConfig) -> cfgmod.ModelConfig:
+    """The config candidates are made from: the profile's config file, else the embedded
+    repository's config.pbtxt, else what the server reads back (a remote server's files are out of reach)."""
+    if profile.config_path is not None:
+        return cfgmod.read_config(profile.config_path)
+    if srv.embedded is not None:
+        f = srv.embedded.model_repository / profile.model / "config.pbtxt"
+        if f.exists():
+            return cfgmod.read_config(f)
+    return readback
 
 
 class _ServerDied(Exception):
