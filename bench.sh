@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's benchmark (not a test): tuner's load generator against
-# perf_analyzer on the same embedded Triton, side by side (tuner/bench.py).
+# perf_analyzer on the same embedded Triton, side by side (bench/bench.py).
 #
 #   ./bench.sh                    # prints the tables
 #   BENCH_JSON=out.json ./bench.sh
@@ -108,4 +108,4 @@ export PERF_ANALYZER
 
 args=("$@")
 [ -n "${BENCH_JSON:-}" ] && args+=(--json "$BENCH_JSON")
-exec "$PY" -m tuner.bench "${args[@]}"
+exec "$PY" bench/bench.py "${args[@]}"

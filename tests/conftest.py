@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tuner.load import build_request
-from tuner.server import EmbeddedServer, ServerControl, prepare_repository
+from tuner.load.request import build_request
+from tuner.server.control import ServerControl
+from tuner.server.embedded import EmbeddedServer
+from tuner.server.install import prepare_repository
 
 ROOT = Path(__file__).resolve().parent.parent
 TUNER = [sys.executable, "-m", "tuner.cli"]

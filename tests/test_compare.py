@@ -21,13 +21,14 @@ import numpy as np
 import pytest
 
 from tuner import config as cfgmod
-from tuner.compare import (CompareError, CompareOptions, EnvironmentMismatch, PointData, compare,
-                           dataset_from_results, load_dataset, order_statistics, parse_latency_limits,
-                           parse_pct, to_junit, to_markdown, weighted_percentiles)
-from tuner.environment import differences, gpus_from_metrics
-from tuner.load import LoadSettings
+from tuner.gate.compare import (CompareError, CompareOptions, EnvironmentMismatch, PointData, compare,
+                                dataset_from_results, load_dataset, order_statistics, parse_latency_limits,
+                                parse_pct, to_junit, to_markdown, weighted_percentiles)
+from tuner.results.environment import differences, gpus_from_metrics
+from tuner.load.spec import LoadSettings
 from tuner.measure import measure_model
-from tuner.server import ModelSession, ServerControl
+from tuner.server.control import ServerControl
+from tuner.server.model_session import ModelSession
 
 from .conftest import ROOT, TUNER, subprocess_env, write_profile
 
@@ -280,7 +281,7 @@ def _point(rng, conc=4, scale=1.0, windows=3, n=400, window_scales=None):
 
 
 def _dataset(points, env=None):
-    from tuner.compare import ConfigData, Dataset
+    from tuner.gate.compare import ConfigData, Dataset
 
     conf = ConfigData("mbs8-qd0-pbsauto-i1", ["original"], {}, {p.concurrency: p for p in points})
     return Dataset("made-up", "results", "m", env, {conf.key: conf})

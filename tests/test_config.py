@@ -13,22 +13,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tritonclient.grpc import model_config_pb2 as mc
+
 from tuner import config as cfgmod
 from tuner.cli import app
-from tuner.config import (
-    CandidateSpec,
-    ModelConfig,
-    check_tunable,
-    config_from_json,
-    config_to_json,
-    copy_config,
-    diff_configs,
-    format_config,
-    make_candidate,
-    parse_config,
-    read_config,
-    validate_spec,
-)
+from tuner.config import (CandidateSpec, ModelConfig, check_tunable, config_from_json, config_to_json,
+                          copy_config, diff_configs, format_config, make_candidate, parse_config, read_config,
+                          validate_spec)
 from tuner.errors import ConfigError
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -128,7 +119,7 @@ def test_every_fixture_parses_and_has_the_features_it_is_for():
     assert vl.input[3].HasField("reshape") and list(vl.input[3].reshape.shape) == []
 
     assert cfgs["python_decoupled"].model_transaction_policy.decoupled
-    assert cfgs["string_tokenizer"].input[0].data_type == cfgmod.mc.TYPE_STRING
+    assert cfgs["string_tokenizer"].input[0].data_type == mc.TYPE_STRING
     assert cfgs["string_tokenizer"].parameters["vocab"].string_value == "vocab-été.txt"
     assert len(cfgs["sequence_model"].sequence_batching.control_input) == 4
     assert len(cfgs["ensemble"].ensemble_scheduling.step) == 2

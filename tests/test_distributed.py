@@ -13,8 +13,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'tuner[distributed]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from tuner.load import LoadClient, LoadSettings  # noqa: E402
-from tuner.stats import summarize  # noqa: E402
+from tuner.load.client import LoadClient
+from tuner.load.spec import LoadSettings
+from tuner.results.stats import summarize
 
 from .conftest import request_plan  # noqa: E402
 

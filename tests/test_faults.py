@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from tuner.profile import load_profile
-from tuner.results import load_results, read_records
-from tuner.server import BUNDLED_MODELS_DIR, EmbeddedServer, ServerControl, free_port, prepare_repository
+from tuner.results.store import load_results, read_records
+from tuner.server.control import ServerControl
+from tuner.server.embedded import EmbeddedServer, free_port
+from tuner.server.install import BUNDLED_MODELS_DIR, prepare_repository
 from tuner.sweep import run_sweep
 
 from .conftest import ROOT, TUNER, subprocess_env, write_profile
@@ -190,7 +192,7 @@ def test_many_requests_in_flight_bounded_memory(remote_server, tmp_path):
     out = tmp_path / "m.json"
     code = (
         "import json, resource, sys\n"
-        "from tuner.load import LoadSettings\n"
+        "from tuner.load.spec import LoadSettings\n"
         "from tuner.measure import measure_model, summary_json\n"
         f"r = measure_model('synthetic', {str(tmp_path / 'run')!r}, url={remote_server.url!r},"
         " concurrencies=[1024], settings=LoadSettings(warmup_s=2, window_s=7, min_windows=4, max_windows=4))\n"
@@ -218,7 +220,7 @@ def test_large_inputs(tmp_path):
     text = (big / "config.pbtxt").read_text().replace('name: "identity"', 'name: "identity_4mb"')
     (big / "config.pbtxt").write_text(text.replace("dims: [ 16 ]", "dims: [ 1048576 ]"))
     with EmbeddedServer(repo, tmp_path / "ts.log") as srv:
-        from tuner.load import LoadSettings
+        from tuner.load.spec import LoadSettings
         from tuner.measure import measure_model
 
         r = measure_model("identity_4mb", tmp_path / "run", url=srv.url, concurrencies=[2],

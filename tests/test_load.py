@@ -12,11 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from tuner import telemetry
-from tuner.load import LoadClient, LoadSettings
-from tuner.results import load_results
-from tuner.server import EmbeddedServer, free_port, prepare_repository
-from tuner.stats import PERCENTILES, WindowSample, merge_windows, summarize
+from tuner.load import telemetry
+from tuner.load.client import LoadClient
+from tuner.load.spec import LoadSettings
+from tuner.results.store import load_results
+from tuner.server.embedded import EmbeddedServer, free_port
+from tuner.server.install import prepare_repository
+from tuner.results.stats import PERCENTILES, WindowSample, merge_windows, summarize
 
 from .conftest import ROOT, TUNER, request_plan, subprocess_env
 
@@ -266,7 +268,7 @@ def test_empty_or_short_output_from_a_real_model_is_an_error(odd_server, model, 
 def test_sampled_check_still_catches_every_bad_length():
     from tritonclient.grpc import service_pb2
 
-    from tuner.load import ResponseChecker
+    from tuner.load.request import ResponseChecker
 
     def resp(n):
         r = service_pb2.ModelInferResponse(model_name="m", raw_output_contents=[b"\0" * n])

@@ -11,7 +11,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2
 
 from tuner.errors import LoadError
-from tuner.load import DTYPES, LoadSettings, build_request, check_response
+from tuner.load.request import DTYPES, build_request, check_response
+from tuner.load.spec import LoadSettings
 from tuner.measure import measure_model, summary_json
 
 from .conftest import ROOT, TUNER, subprocess_env
@@ -121,7 +122,7 @@ def test_empty_or_missized_output_is_an_error():
 
 
 def test_percentiles_recomputable_from_stored_windows(tmp_path):
-    from tuner.results import load_results
+    from tuner.results.store import load_results
 
     result = measure_model("synthetic", tmp_path / "run", concurrencies=[2], settings=FAST)
     stored = load_results(tmp_path / "run")

@@ -16,13 +16,13 @@ from typer.testing import CliRunner
 
 from tuner.cli import app
 from tuner.config import CandidateSpec
-from tuner.outputs import finalize_run
-from tuner.plan import (capacity_steps, cost_per_million, interpolate_latency, latency_curve, make_plan,
-                        replicas_needed)
-from tuner.recommend import recommend
-from tuner.results import SCHEMA, CandidateRecord, Measurement, append_record, load_results
-from tuner.server import BUNDLED_MODELS_DIR
-from tuner.stats import WindowSample
+from tuner.report.outputs import finalize_run
+from tuner.search.plan import (capacity_steps, cost_per_million, interpolate_latency, latency_curve,
+                               make_plan, replicas_needed)
+from tuner.search.recommend import recommend
+from tuner.results.store import CandidateRecord, Measurement, SCHEMA, append_record, load_results
+from tuner.server.install import BUNDLED_MODELS_DIR
+from tuner.results.stats import WindowSample
 
 PROFILE = """\
 [model]

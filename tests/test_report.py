@@ -22,10 +22,10 @@ import pytest
 from tuner import config as cfgmod
 from tuner.config import CandidateSpec
 from tuner.profile import parse_profile
-from tuner.recommend import recommend
-from tuner.report import Pt, build_report, pareto_frontier
-from tuner.results import CandidateRecord, Measurement, RunResults
-from tuner.stats import ServerDelta, WindowSample
+from tuner.search.recommend import recommend
+from tuner.report.html import Pt, build_report, pareto_frontier
+from tuner.results.store import CandidateRecord, Measurement, RunResults
+from tuner.results.stats import ServerDelta, WindowSample
 
 FIG_IDS = ("fig-curves", "fig-pareto", "fig-heatmap", "fig-breakdown", "fig-capacity")
 XSS = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>")
@@ -168,7 +168,7 @@ def test_pareto_frontier_keeps_only_undominated_points():
 
 
 def _summary(tp: float, lat: float):
-    from tuner.stats import PointSummary
+    from tuner.results.stats import PointSummary
 
     return PointSummary(tp, {"p50": lat / 2, "p90": lat, "p95": lat, "p99": lat, "mean": lat / 2}, 0, 1, 1.0,
                         None, None)
@@ -177,7 +177,7 @@ def _summary(tp: float, lat: float):
 def test_heatmap_cells_show_best_slo_bound_throughput():
     results = make_results()
     profile = make_profile()
-    from tuner.report import _points, fig_heatmap
+    from tuner.report.html import _points, fig_heatmap
 
     c = profile.constraints
     pts = _points(results, recommend(results, c))
@@ -195,8 +195,8 @@ def test_heatmap_cells_show_best_slo_bound_throughput():
 
 
 def test_finalize_run_writes_the_report_from_stored_files(tmp_path):
-    from tuner.outputs import finalize_run
-    from tuner.results import append_record
+    from tuner.report.outputs import finalize_run
+    from tuner.results.store import append_record
 
     run = tmp_path / "resnet-20250101T000000Z"
     (run / "original").mkdir(parents=True)

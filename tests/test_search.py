@@ -23,13 +23,13 @@ import pytest
 
 from tuner.config import CandidateSpec
 from tuner.errors import ProfileError
-from tuner.outputs import finalize_run
+from tuner.report.outputs import finalize_run
 from tuner.profile import load_profile, parse_profile
-from tuner.recommend import Constraints, recommend
-from tuner.results import SCHEMA, CandidateRecord, Measurement, RunResults, append_record, load_results
-from tuner.search import BASELINE, ComputeFit, SmartStrategy, Step, make_strategy
-from tuner.server import BUNDLED_MODELS_DIR
-from tuner.stats import ServerDelta, WindowSample
+from tuner.search.recommend import Constraints, recommend
+from tuner.results.store import CandidateRecord, Measurement, RunResults, SCHEMA, append_record, load_results
+from tuner.search.strategy import BASELINE, ComputeFit, SmartStrategy, Step, make_strategy
+from tuner.server.install import BUNDLED_MODELS_DIR
+from tuner.results.stats import ServerDelta, WindowSample
 
 from .conftest import write_profile
 

@@ -11,7 +11,9 @@ import time
 import pytest
 
 from tuner.errors import ServerError
-from tuner.server import EmbeddedServer, ServerControl, prepare_repository
+from tuner.server.control import ServerControl
+from tuner.server.embedded import EmbeddedServer
+from tuner.server.install import prepare_repository
 
 from .conftest import ROOT, TUNER, subprocess_env
 

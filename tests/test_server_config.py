@@ -16,7 +16,10 @@ import tritonclient.grpc as grpcclient
 
 from tuner.config import CandidateSpec, copy_config, format_config, make_candidate
 from tuner.errors import ModelLoadError, ServerError
-from tuner.server import EmbeddedServer, ModelSession, ServerControl, free_port, prepare_repository
+from tuner.server.control import ServerControl
+from tuner.server.embedded import EmbeddedServer, free_port
+from tuner.server.install import prepare_repository
+from tuner.server.model_session import ModelSession
 
 MODEL = "synthetic"
 pytestmark = pytest.mark.timeout(120)

@@ -13,8 +13,8 @@ import pytest
 
 from tuner.config import format_config, read_config
 from tuner.profile import load_profile
-from tuner.results import load_results, read_records
-from tuner.server import BUNDLED_MODELS_DIR
+from tuner.results.store import load_results, read_records
+from tuner.server.install import BUNDLED_MODELS_DIR
 from tuner.sweep import run_sweep
 
 from .conftest import ROOT, TUNER, subprocess_env, write_profile
@@ -219,7 +219,7 @@ def test_original_config_back_after_a_completed_remote_sweep(remote_server, remo
 
 
 def test_load_processes_start_once_per_sweep(remote_server, remote_control, tmp_path, monkeypatch):
-    from tuner import workers
+    from tuner.load import pool as workers
 
     starts = []
     real_start = workers.WorkerPool.start

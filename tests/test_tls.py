@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tuner.connection import Connection
-from tuner.server import EmbeddedServer, ServerControl, prepare_repository
+from tuner.server.connection import Connection
+from tuner.server.control import ServerControl
+from tuner.server.embedded import EmbeddedServer
+from tuner.server.install import prepare_repository
 
 from .conftest import ROOT, TUNER, subprocess_env, write_profile
 

@@ -13,8 +13,8 @@ from typing import Optional
 
 import typer
 
-from . import config as cfgmod
-from .errors import TunerError
+from tuner import config as cfgmod
+from tuner.errors import TunerError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Find the best batching configuration for a Triton model, with measurements.")
@@ -95,7 +95,7 @@ def serve(
     log: Path = typer.Option(Path("tritonserver.log"), help="server log file"),
 ) -> None:
     """Run the embedded Triton in the foreground on any model repository."""
-    from .serve import serve_forever
+    from tuner.server.serve import serve_forever
 
     serve_forever(model_repository, grpc_port, [m for m in load.split(",") if m], log, echo=typer.echo)
 
@@ -112,7 +112,7 @@ def _shapes(items: list[str]) -> dict[str, list[int]]:
 
 
 def _headers(items: list[str]) -> list[tuple[str, str]]:
-    from .connection import parse_header
+    from tuner.server.connection import parse_header
 
     return [parse_header(h) for h in items]
 
@@ -120,7 +120,7 @@ def _headers(items: list[str]) -> list[tuple[str, str]]:
 def _run_dir(out: Optional[Path], label: str) -> Path:
     import time
 
-    from .paths import safe_name
+    from tuner.paths import safe_name
 
     if out is not None:
         return out
@@ -163,15 +163,15 @@ def measure(
     """Measure a model's current config at a few concurrency levels or request rates."""
     import json
 
-    from .load import LoadSettings
-    from .measure import measure_model, summary_json
-    from .results import write_atomic
-    from .table import measure_table
+    from tuner.load.spec import LoadSettings
+    from tuner.measure import measure_model, summary_json
+    from tuner.results.store import write_atomic
+    from tuner.report.table import measure_table
 
     if arrivals not in ("constant", "poisson"):
         raise typer.BadParameter("--arrivals takes constant or poisson")
-    from .distributed import import_ray, parse_workers
-    from .errors import LoadError
+    from tuner.load.raypool import import_ray, parse_workers
+    from tuner.errors import LoadError
 
     try:
         n_workers, ray_address = parse_workers(workers)
@@ -192,7 +192,7 @@ def measure(
     run_dir = _run_dir(out, f"measure-{model}")
     target = None
     if url:
-        from .connection import Connection
+        from tuner.server.connection import Connection
 
         target = Connection(url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
                             certificate_chain=certificate_chain, headers=tuple(_headers(header)))
@@ -225,9 +225,9 @@ def sweep(
                    "candidate at every level); overrides the profile's [search] strategy"),
 ) -> None:
     """Sweep candidate configs and load levels, recommend one, write the report."""
-    from .profile import load_profile
-    from .progress import SweepProgress
-    from .sweep import new_run_dir, resume_profile, run_sweep
+    from tuner.profile import load_profile
+    from tuner.report.progress import SweepProgress
+    from tuner.sweep import new_run_dir, resume_profile, run_sweep
 
     if resume is not None:
         prof = resume_profile(resume)
@@ -248,7 +248,7 @@ def sweep(
                                 certificate_chain=certificate_chain, headers=_headers(header))
     with SweepProgress() as progress:
         outcome = run_sweep(prof, run_dir, resume=resume is not None, on_event=progress.on_event)
-    from .table import sweep_summary
+    from tuner.report.table import sweep_summary
 
     sweep_summary(outcome.summary, outcome.run_dir)
 
@@ -257,8 +257,8 @@ def sweep(
 @cli_errors
 def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tuner sweep`")) -> None:
     """Re-render summary.json, the recommended config and report.html from stored results."""
-    from .outputs import finalize_run
-    from .table import sweep_summary
+    from tuner.report.outputs import finalize_run
+    from tuner.report.table import sweep_summary
 
     summary = finalize_run(run_dir)
     sweep_summary(summary, run_dir)
@@ -268,7 +268,7 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tu
 
 def _compare_options(max_throughput_drop: str, max_latency_rise: list[str], confidence: float, run_noise: str,
                      bootstrap: int, seed: int, allow_env_mismatch: bool):
-    from .compare import CompareError, CompareOptions, parse_latency_limits, parse_pct
+    from tuner.gate.compare import CompareError, CompareOptions, parse_latency_limits, parse_pct
 
     off = ("off", "none")
     drop = (None if max_throughput_drop.strip().lower() in off
@@ -287,7 +287,7 @@ def _compare_options(max_throughput_drop: str, max_latency_rise: list[str], conf
 
 
 def _report_comparison(comparison, markdown: Optional[Path], junit: Optional[Path], json_out: Optional[Path]) -> None:
-    from .compare import render_table, write_outputs
+    from tuner.gate.compare import render_table, write_outputs
 
     render_table(comparison)
     write_outputs(comparison, markdown=markdown, junit=junit, json_out=json_out)
@@ -318,7 +318,7 @@ def compare(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the comparison as JSON here"),
 ) -> None:
     """Compare two measurements point by point; exit 1 on a significant regression beyond the limits."""
-    from .compare import compare_paths
+    from tuner.gate.compare import compare_paths
 
     opts = _compare_options(max_throughput_drop, max_latency_rise, confidence, run_noise, bootstrap, seed,
                             allow_env_mismatch)
@@ -348,9 +348,9 @@ def check(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the comparison as JSON here"),
 ) -> None:
     """Measure the profile's config at the baseline's load levels and compare (the CI gate)."""
-    from .baseline import default_path
-    from .check import run_check
-    from .profile import load_profile
+    from tuner.gate.baseline import default_path
+    from tuner.gate.check import run_check
+    from tuner.profile import load_profile
 
     opts = _compare_options(max_throughput_drop, max_latency_rise, confidence, run_noise, bootstrap, seed,
                             allow_env_mismatch)
@@ -383,7 +383,7 @@ def baseline_save(
     max_samples: int = typer.Option(1000, help="latency samples kept per load point"),
 ) -> None:
     """Store a run's original and recommended configs' points as a committed baseline."""
-    from .baseline import save_baseline
+    from tuner.gate.baseline import save_baseline
 
     path = save_baseline(run_dir, profile, out, all_candidates=all_candidates, max_samples=max_samples)
     typer.echo(f"baseline: {path} ({path.stat().st_size // 1024} KiB)")
@@ -393,7 +393,7 @@ def baseline_save(
 @cli_errors
 def baseline_show(file: Path = typer.Argument(..., help="a baseline file")) -> None:
     """Print a saved baseline: its environment and every stored point."""
-    from .baseline import show_baseline
+    from tuner.gate.baseline import show_baseline
 
     show_baseline(file)
 
@@ -412,8 +412,8 @@ def plan(
     """Replicas of the recommended config needed for a target load, from stored results alone."""
     import json
 
-    from .plan import check_inputs, make_plan, print_plan
-    from .results import write_atomic
+    from tuner.search.plan import check_inputs, make_plan, print_plan
+    from tuner.results.store import write_atomic
 
     try:
         check_inputs(target_rps, headroom, cost_per_gpu_hour)

@@ -11,15 +11,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, eventloop
-from .config import config_to_json, current_spec
-from .errors import LoadError, ServerError
-from .environment import collect as collect_environment
-from .load import LoadClient, LoadSettings, PointSamples, build_request
-from .results import SCHEMA, CandidateRecord, Measurement, RESULTS_FILE, append_record
-from .server import ModelSession, ServerContext, bundled_models, open_server
-from .connection import Connection
-from .telemetry import default_metrics_url
+from tuner import __version__
+from tuner.load import eventloop
+from tuner.config import config_to_json, current_spec
+from tuner.errors import LoadError, ServerError
+from tuner.results.environment import collect as collect_environment
+from tuner.load.client import LoadClient
+from tuner.load.request import build_request
+from tuner.load.spec import LoadSettings, PointSamples
+from tuner.results.store import CandidateRecord, Measurement, RESULTS_FILE, SCHEMA, append_record
+from tuner.server.context import ServerContext, open_server
+from tuner.server.install import bundled_models
+from tuner.server.model_session import ModelSession
+from tuner.server.connection import Connection
+from tuner.load.telemetry import default_metrics_url
 
 
 @dataclass

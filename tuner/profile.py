@@ -37,11 +37,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .config import PREFERRED_RULES, CandidateSpec, expand_specs
-from .connection import Connection
-from .errors import ProfileError
-from .load import LoadSettings
-from .recommend import GOALS, LATENCY_KEYS, Constraints
+from tuner.config import CandidateSpec, PREFERRED_RULES, expand_specs
+from tuner.server.connection import Connection
+from tuner.errors import ProfileError
+from tuner.load.spec import LoadSettings
+from tuner.search.recommend import Constraints, GOALS, LATENCY_KEYS
 
 PROFILES_DIR = Path("profiles")
 
@@ -121,7 +121,7 @@ class Profile:
             p = replace(p, url=url)
             overrides["url"] = url
         if search_strategy is not None:
-            from .search import STRATEGIES
+            from tuner.search.strategy import STRATEGIES
 
             if search_strategy not in STRATEGIES:
                 raise ProfileError(f"--search must be one of {', '.join(STRATEGIES)}, got {search_strategy!r}")
@@ -281,7 +281,7 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
         plateau_pct=s.number("plateau_pct", d.plateau_pct, minimum=0),
         strategy=s.get("strategy", str, d.strategy),
     )
-    from .search import STRATEGIES
+    from tuner.search.strategy import STRATEGIES
 
     if search.strategy not in STRATEGIES:
         s.fail("search.strategy", f"must be one of {', '.join(STRATEGIES)}, got {search.strategy!r}")

@@ -19,18 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import __version__, eventloop
-from . import config as cfgmod
-from .environment import collect as collect_environment
-from .errors import Interrupted, ModelLoadError, ServerError, StoreError, TunerError
-from .load import LoadClient, RequestPlan, build_request
-from .search import BASELINE, make_strategy
-from .telemetry import default_metrics_url
-from .outputs import finalize_run
-from .profile import Profile, save_run_profile
-from .results import (RESULTS_FILE, SCHEMA, CandidateRecord, Measurement, append_record,
-                      load_results)
-from .server import ModelSession, ServerContext, ServerControl, bundled_models, open_server
+from tuner import __version__
+from tuner.load import eventloop
+from tuner import config as cfgmod
+from tuner.results.environment import collect as collect_environment
+from tuner.errors import Interrupted, ModelLoadError, ServerError, StoreError, TunerError
+from tuner.load.client import LoadClient
+from tuner.load.request import RequestPlan, build_request
+from tuner.search.strategy import BASELINE, make_strategy
+from tuner.load.telemetry import default_metrics_url
+from tuner.report.outputs import finalize_run
+from tuner.profile import Profile, save_run_profile
+from tuner.results.store import (CandidateRecord, Measurement, RESULTS_FILE, SCHEMA, append_record,
+                                 load_results)
+from tuner.server.context import ServerContext, open_server
+from tuner.server.control import ServerControl
+from tuner.server.install import bundled_models
+from tuner.server.model_session import ModelSession
 
 MAX_RESTARTS = 3
 Event = Callable[..., None]
@@ -97,7 +102,7 @@ class Sweep:
         res = load_results(self.results_path)
         # Failed points (server gone, killed run) are measured again.
         self.stored = {(p.candidate_id, p.concurrency): p for p in res.points if p.status == "ok"}
-        from .results import read_records
+        from tuner.results.store import read_records
 
         for rec in read_records(self.results_path):
             if rec.get("type") == "candidate_end":
@@ -367,7 +372,7 @@ class _ServerDied(Exception):
 
 
 def new_run_dir(profile: Profile, out: Path | None) -> Path:
-    from .paths import safe_name
+    from tuner.paths import safe_name
 
     if out is not None:
         return Path(out)
@@ -376,7 +381,7 @@ def new_run_dir(profile: Profile, out: Path | None) -> Path:
 
 
 def resume_profile(run_dir: Path) -> Profile:
-    from .profile import load_run_profile
+    from tuner.profile import load_run_profile
 
     return load_run_profile(run_dir)
 

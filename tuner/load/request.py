@@ -15,7 +15,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2
 
-from .errors import LoadError
+from tuner.errors import LoadError
 
 # Triton data type -> (wire name, bytes per element; 0 for BYTES)
 DTYPES: dict[int, tuple[str, int]] = {

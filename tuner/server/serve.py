@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import ServerError
-from .server import EmbeddedServer, ServerControl
+from tuner.errors import ServerError
+from tuner.server.control import ServerControl
+from tuner.server.embedded import EmbeddedServer
 
 
 def serve_forever(model_repository: Path, grpc_port: int | None, load: list[str], log: Path,

@@ -21,15 +21,15 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from .errors import LoadError
-from .stats import WindowSample, merge_windows
+from tuner.errors import LoadError
+from tuner.results.stats import WindowSample, merge_windows
 
 START_TIMEOUT_S = 60.0
 START_DELAY_NS = 300_000_000  # time for every process to get the "run" message before the start
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
-    from .eventloop import new_event_loop
+    from tuner.load.eventloop import new_event_loop
 
     return new_event_loop()
 
@@ -47,7 +47,7 @@ async def _sleep_until(t_ns: int, stop) -> bool:
 
 async def _run_share(conn, client, plan, share, settings, t_start: int, warmup_ns: int, window_ns: int,
                      max_windows: int, stop) -> None:
-    from .engine import Engine
+    from tuner.load.engine import Engine
 
     eng = Engine(client, plan, settings, share)
     eng.start(t_start)
@@ -70,7 +70,7 @@ async def _run_share(conn, client, plan, share, settings, t_start: int, warmup_n
 
 def worker_main(conn, url, model: str, version: str, index: int, stop) -> None:
     """A load process: one event loop, one channel, load points on request."""
-    from .load import LoadClient
+    from tuner.load.client import LoadClient
 
     loop = _new_loop()
     asyncio.set_event_loop(loop)

@@ -39,13 +39,13 @@ import time
 import grpc
 from tritonclient.grpc import service_pb2
 
-from . import telemetry
-from .connection import Connection, as_connection
-from .engine import LocalSource
-from .errors import LoadError
-from .loadspec import ARRIVALS, LoadSettings, LoadShare, LoadSpec, PointSamples, resolve_workers
-from .request import DTYPES, RequestPlan, ResponseChecker, build_request, check_response
-from .stats import ServerDelta, is_stable
+from tuner.load import telemetry
+from tuner.server.connection import Connection, as_connection
+from tuner.load.engine import LocalSource
+from tuner.errors import LoadError
+from tuner.load.spec import ARRIVALS, LoadSettings, LoadShare, LoadSpec, PointSamples, resolve_workers
+from tuner.load.request import DTYPES, RequestPlan, ResponseChecker, build_request, check_response
+from tuner.results.stats import ServerDelta, is_stable
 
 # The load's public names, wherever they live (`from tuner.load import ...`).
 __all__ = ["ARRIVALS", "DTYPES", "LoadClient", "LoadSettings", "LoadShare", "LoadSpec", "PointSamples",
@@ -163,7 +163,7 @@ class LoadClient:
             return await self._run_ray(plan, spec, settings)
         n = resolve_workers(spec, settings)
         if n > 1:
-            from .workers import WorkerPool
+            from tuner.load.pool import WorkerPool
 
             if self._pool is None or self._pool.n != n:
                 if self._pool is not None:
@@ -181,7 +181,7 @@ class LoadClient:
         return await self._measure(spec, settings, LocalSource(self, plan, spec, settings), n)
 
     async def _run_ray(self, plan: RequestPlan, spec: LoadSpec, settings: LoadSettings) -> PointSamples:
-        from .distributed import RayPool
+        from tuner.load.raypool import RayPool
 
         key = (settings.ray_address, max(0, settings.workers))
         if self._pool is None or getattr(self._pool, "key", None) != key:

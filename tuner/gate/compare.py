@@ -66,8 +66,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StoreError
-from .results import RESULTS_FILE, Measurement, load_results, write_atomic
+from tuner.errors import StoreError
+from tuner.results.store import Measurement, RESULTS_FILE, load_results, write_atomic
 
 PERCENTILE_KEYS = ("p50", "p90", "p95", "p99")
 METRICS = ("throughput",) + PERCENTILE_KEYS
@@ -305,7 +305,7 @@ def load_dataset(path: Path | str) -> Dataset:
     except (OSError, UnicodeDecodeError) as err:
         raise CompareError(f"{path}: cannot read: {err}") from None
     if '"tuner-baseline"' in head:
-        from .baseline import read_baseline
+        from tuner.gate.baseline import read_baseline
 
         return read_baseline(path)
     return dataset_from_results(path)
@@ -515,7 +515,7 @@ def compare_points(key: str, label: str, base: PointData, cur: PointData, option
 
 
 def compare(baseline: Dataset, current: Dataset, options: CompareOptions | None = None) -> Comparison:
-    from .environment import differences
+    from tuner.results.environment import differences
 
     options = options or CompareOptions()
     if not 0 < options.confidence < 1:

@@ -22,7 +22,7 @@ this process around the run) divided by the requests the server completed
 over that run (statistics API). Throughput and percentiles are each tool's
 own figures over its measurement windows.
 
-    python -m tuner.bench [--sections loadgen] [--json FILE] [--quick] [--repeat N]
+    python bench/bench.py [--sections loadgen] [--json FILE] [--quick] [--repeat N]
     PERF_ANALYZER="cmd prefix" (how to run perf_analyzer; bench.sh sets it)
 """
 
@@ -43,10 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .eventloop import loop_kind, new_event_loop
-from .load import LoadClient, LoadSettings, build_request
-from .server import EmbeddedServer, ServerControl, prepare_repository
-from .stats import summarize
+from tuner.load.client import LoadClient
+from tuner.load.eventloop import loop_kind, new_event_loop
+from tuner.load.request import build_request
+from tuner.load.spec import LoadSettings
+from tuner.results.stats import summarize
+from tuner.server.control import ServerControl
+from tuner.server.embedded import EmbeddedServer
+from tuner.server.install import prepare_repository
 
 
 @dataclass
@@ -250,7 +254,7 @@ def loadgen_table(results: dict, echo: Callable[[str], None] = print) -> None:
 
 def search(_ctx: BenchContext) -> dict:
     """Smart vs grid search on the synthetic model (each sweep starts its own server)."""
-    from .bench_search import search_section
+    from bench_search import search_section
 
     return search_section()
 
@@ -267,7 +271,7 @@ MODELS = ["identity", "synthetic"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tuner.bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python bench/bench.py", description=__doc__.splitlines()[0])
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections to run")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--quick", action="store_true", help="1 s windows and one run per point (a smoke run; noisier)")

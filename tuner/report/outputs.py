@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import config as cfgmod
-from .errors import StoreError
-from .profile import load_run_profile
-from .recommend import OperatingPoint, Recommendation, recommend
-from .results import json_safe, RESULTS_FILE, RunResults, load_results, read_records, write_atomic
+from tuner import config as cfgmod
+from tuner.errors import StoreError
+from tuner.profile import load_run_profile
+from tuner.search.recommend import OperatingPoint, Recommendation, recommend
+from tuner.results.store import RESULTS_FILE, RunResults, json_safe, load_results, read_records, write_atomic
 
 
 def _point_summary(p: OperatingPoint | None, results: RunResults) -> dict | None:
@@ -42,7 +42,7 @@ def build_summary(results: RunResults, rec: Recommendation, profile_name: str, d
     loaded = [c for c in results.candidates.values() if c.status == "loaded" and not c.is_baseline]
     failed = [c for c in results.candidates.values() if c.status == "failed"]
     skipped = [c for c in results.candidates.values() if c.status == "skipped"]
-    from .plan import capacity_of
+    from tuner.search.plan import capacity_of
 
     capacity = capacity_of(results, rec, rec.best.candidate_id) if rec.best is not None else None
     return json_safe({
@@ -104,7 +104,7 @@ def finalize_run(run_dir: Path) -> dict:
     write_atomic(run_dir / "recommended" / "config.pbtxt", recommended_txt)
     write_atomic(run_dir / "recommended" / "config.diff", diff)
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    from .report import build_report
+    from tuner.report.html import build_report
 
     html = build_report(results, rec, profile, original_txt, recommended_txt, diff, summary)
     write_atomic(run_dir / "report.html", html)

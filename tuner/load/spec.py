@@ -6,9 +6,9 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from .errors import LoadError
-from .request import RequestPlan
-from .stats import WindowSample
+from tuner.errors import LoadError
+from tuner.load.request import RequestPlan
+from tuner.results.stats import WindowSample
 
 @dataclass
 class LoadSettings:

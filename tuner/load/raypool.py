@@ -37,8 +37,8 @@ import socket
 import threading
 import time
 
-from .errors import LoadError
-from .stats import WindowSample, client_summary, merge_windows
+from tuner.errors import LoadError
+from tuner.results.stats import WindowSample, client_summary, merge_windows
 
 INSTALL_HINT = "load from a Ray cluster needs Ray: pip install 'tuner[distributed]'"
 START_DELAY_NS = 1_000_000_000  # time for every actor to get the point before its start
@@ -92,10 +92,10 @@ class LoadActor:
     """One Ray actor: the code of one load process, on whatever node Ray put it."""
 
     def __init__(self, url, model: str, version: str, index: int):
-        from .load import LoadClient
+        from tuner.load.client import LoadClient
 
         self.index = index
-        from .eventloop import new_event_loop
+        from tuner.load.eventloop import new_event_loop
 
         self.loop = new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="tuner-load", daemon=True)
@@ -114,7 +114,7 @@ class LoadActor:
 
     def run(self, plan, share, settings, clock: tuple, warmup_ns: int, window_ns: int, max_windows: int) -> None:
         """Start a point; `clock` = (driver boot id, start on the driver's monotonic clock, start wall time)."""
-        from .workers import _run_share
+        from tuner.load.pool import _run_share
 
         driver_boot, start_mono, start_wall = clock
         if driver_boot and driver_boot == boot_id():
@@ -317,7 +317,7 @@ class _RaySource:
                     break
 
     def errors(self) -> tuple[dict[str, int], str]:
-        from .workers import merge_errors
+        from tuner.load.pool import merge_errors
 
         kinds, first = merge_errors(self.done)
         if self.dead:

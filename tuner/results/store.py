@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .config import CandidateSpec
-from .errors import StoreError
-from .stats import PointSummary, WindowSample, summarize
+from tuner.config import CandidateSpec
+from tuner.errors import StoreError
+from tuner.results.stats import PointSummary, WindowSample, summarize
 
 SCHEMA = 1
 RESULTS_FILE = "results.jsonl"

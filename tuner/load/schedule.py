@@ -12,8 +12,8 @@ from bisect import bisect_left
 
 import numpy as np
 
-from .errors import LoadError
-from .loadspec import ARRIVALS
+from tuner.errors import LoadError
+from tuner.load.spec import ARRIVALS
 
 class _ITimerSpec(ctypes.Structure):
     _fields_ = [("interval_s", ctypes.c_long), ("interval_ns", ctypes.c_long),

@@ -22,10 +22,10 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .profile import Profile
-from .recommend import Constraints, OperatingPoint, Recommendation
-from .results import Measurement, RunResults
-from .stats import PointSummary
+from tuner.profile import Profile
+from tuner.search.recommend import Constraints, OperatingPoint, Recommendation
+from tuner.results.store import Measurement, RunResults
+from tuner.results.stats import PointSummary
 
 BASELINE = "baseline"
 BREAKDOWN = (("queue", "queue"), ("compute_input", "compute input"),
@@ -311,7 +311,7 @@ CAPACITY_HEADROOM = 0.3
 
 def fig_capacity(results: RunResults, rec: Recommendation, headroom: float = CAPACITY_HEADROOM) -> go.Figure:
     """Replicas (servers/GPUs) needed vs target load, for the recommended config and the baseline."""
-    from .plan import capacity_of, capacity_steps
+    from tuner.search.plan import capacity_of, capacity_steps
 
     fig = go.Figure()
     _layout(fig, f"Replicas needed vs target load ({headroom:.0%} headroom per replica)",
@@ -342,7 +342,7 @@ def fig_capacity(results: RunResults, rec: Recommendation, headroom: float = CAP
 def capacity_text(results: RunResults, rec: Recommendation, headroom: float = CAPACITY_HEADROOM) -> str:
     if rec.best is None:
         return "Nothing meets the constraints, so there is no capacity to plan with."
-    from .plan import capacity_of
+    from tuner.search.plan import capacity_of
 
     cap = capacity_of(results, rec, rec.best.candidate_id) or rec.best.throughput_infer_per_s
     return (f"One replica = one server (GPU) running the recommended config: {_f(cap)} infer/s within the budget, "

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .results import Measurement, RunResults
+from tuner.results.store import Measurement, RunResults
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99")
 GOALS = ("max_throughput", "min_latency", "max_throughput_per_instance")

@@ -1,28 +1,19 @@
-"""Triton model configurations: parse, write, make candidates, validate, diff.
+"""Candidate configs: the tuned fields of a config, and the config made from them.
 
-Everything goes through `model_config_pb2.ModelConfig` and protobuf's
-`text_format`; config.pbtxt is never parsed by hand. A candidate is the
-original config with only `max_batch_size`, `dynamic_batching`
-(max_queue_delay_microseconds, preferred_batch_size) and the instance count
-changed, so every other field (platform, backend, version_policy,
-model_transaction_policy, inputs/outputs, optimization, parameters,
-model_warmup, ...) survives a rewrite untouched.
+A candidate is the original config with only `max_batch_size`,
+`dynamic_batching` (max_queue_delay_microseconds, preferred_batch_size) and
+the instance count changed, so every other field (platform, backend,
+version_policy, model_transaction_policy, inputs/outputs, optimization,
+parameters, model_warmup, ...) survives a rewrite untouched.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2 as mc
-
-from .errors import ConfigError
-
-ModelConfig = mc.ModelConfig
+from tuner.config.pbtxt import ModelConfig, _check_dims, copy_config, format_config
+from tuner.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -66,109 +57,6 @@ class CandidateSpec:
         )
 
 
-def parse_config(text: str, source: str = "config.pbtxt") -> ModelConfig:
-    """Parse config.pbtxt text; errors read `source:line:col: message`."""
-    cfg = ModelConfig()
-    try:
-        text_format.Parse(text, cfg)
-    except text_format.ParseError as err:
-        line, col = err.GetLine(), err.GetColumn()
-        msg = str(err)
-        # protobuf prefixes the message with "line:col : "; keep only the reason.
-        msg = re.sub(r"^\d+:\d+\s*:\s*", "", msg)
-        if line is None:
-            raise ConfigError(f"{source}: {msg}") from None
-        raise ConfigError(f"{source}:{line}:{col}: {msg}") from None
-    except (UnicodeDecodeError, ValueError) as err:
-        raise ConfigError(f"{source}: cannot parse: {err}") from None
-    return cfg
-
-
-def read_config(path: str | Path) -> ModelConfig:
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; pass the path of the model's config.pbtxt") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        before = data[: err.start]
-        line = before.count(b"\n") + 1
-        col = len(before[before.rfind(b"\n") + 1 :].decode("utf-8")) + 1
-        raise ConfigError(
-            f"{path}:{line}:{col}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
-            "config.pbtxt must be protobuf text format in UTF-8"
-        ) from None
-    cfg = parse_config(text, str(path))
-    bad = _bad_dim(cfg)
-    if bad is not None:
-        kind, tensor, dim, in_reshape = bad
-        loc = _locate_dim(text, kind, tensor, dim, in_reshape)
-        where = f"{path}:{loc[0]}:{loc[1]}" if loc else str(path)
-        _check_dims(cfg, where)
-    return cfg
-
-
-def _locate_dim(text: str, kind: str, tensor: str, dim: int, in_reshape: bool):
-    """(line, col) of `dim` in the dims (or reshape shape) of input/output `tensor`."""
-    tok = text_format.Tokenizer(text.splitlines())
-    stack = [{"field": "", "name": None, "vals": [], "reshape": []}]
-    field, prev = "", ""
-    while not tok.AtEnd():
-        t, pos = tok.token, (tok._line + 1, tok._column + 1)
-        if t in ("{", "<"):
-            stack.append({"field": field, "name": None, "vals": [], "reshape": []})
-        elif t in ("}", ">"):
-            blk = stack.pop()
-            if blk["field"] == "reshape":
-                stack[-1]["reshape"] = blk["vals"]
-            elif blk["field"] == kind and blk["name"] == tensor:
-                for v, p in blk["reshape"] if in_reshape else blk["vals"]:
-                    if v == dim:
-                        return p
-        elif t in (":", ",", "[", "]"):
-            pass
-        elif prev in (":", ",", "["):
-            if field in ("dims", "shape"):
-                try:
-                    stack[-1]["vals"].append((int(t, 0), pos))
-                except ValueError:
-                    pass
-            elif field == "name":
-                stack[-1]["name"] = t.strip("\"'")
-        else:
-            field = t
-        prev = t
-        tok.NextToken()
-    return None
-
-
-def format_config(cfg: ModelConfig) -> str:
-    return text_format.MessageToString(cfg, use_short_repeated_primitives=True)
-
-
-def config_to_json(cfg: ModelConfig) -> str:
-    """The JSON form Triton's load API takes as a config override."""
-    return json_format.MessageToJson(cfg, preserving_proto_field_name=True, indent=None)
-
-
-def config_from_json(text: str | dict) -> ModelConfig:
-    cfg = ModelConfig()
-    if isinstance(text, dict):
-        text = json.dumps(text)
-    json_format.Parse(text, cfg, ignore_unknown_fields=True)
-    return cfg
-
-
-def copy_config(cfg: ModelConfig) -> ModelConfig:
-    out = ModelConfig()
-    out.CopyFrom(cfg)
-    return out
-
-
 def current_spec(cfg: ModelConfig) -> CandidateSpec:
     """The tuned fields as they are in `cfg` (the baseline's spec)."""
     db = cfg.HasField("dynamic_batching")
@@ -181,35 +69,6 @@ def current_spec(cfg: ModelConfig) -> CandidateSpec:
         instance_count=count,
         dynamic_batching=db,
     )
-
-
-def _bad_dim(cfg: ModelConfig):
-    for kind, tensors in (("input", cfg.input), ("output", cfg.output)):
-        for t in tensors:
-            for d in t.dims:
-                if d == 0 or d < -1:
-                    return kind, t.name, d, False
-            if t.HasField("reshape"):
-                for d in t.reshape.shape:
-                    if d == 0 or d < -1:
-                        return kind, t.name, d, True
-    return None
-
-
-def _check_dims(cfg: ModelConfig, where: str) -> None:
-    for kind, tensors in (("input", cfg.input), ("output", cfg.output)):
-        for t in tensors:
-            for d in t.dims:
-                if d == 0 or d < -1:
-                    raise ConfigError(
-                        f"{where}: {kind} '{t.name}' has dim {d}; dims must be >= 1, or -1 for variable"
-                    )
-            if t.HasField("reshape"):
-                for d in t.reshape.shape:
-                    if d == 0 or d < -1:
-                        raise ConfigError(
-                            f"{where}: {kind} '{t.name}' reshape has dim {d}; dims must be >= 1 or -1"
-                        )
 
 
 def check_tunable(cfg: ModelConfig, *, first_dim_is_batch: bool = False, where: str = "") -> None:
@@ -292,13 +151,6 @@ def make_candidate(
         g.count = spec.instance_count
     _check_dims(cfg, spec.candidate_id)
     return cfg
-
-
-def diff_configs(original: ModelConfig, changed: ModelConfig, a_name: str = "original/config.pbtxt",
-                 b_name: str = "recommended/config.pbtxt") -> str:
-    a = format_config(original).splitlines(keepends=True)
-    b = format_config(changed).splitlines(keepends=True)
-    return "".join(difflib.unified_diff(a, b, fromfile=a_name, tofile=b_name))
 
 
 def expand_specs(

@@ -19,18 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, eventloop
-from . import config as cfgmod
-from .compare import (CompareError, CompareOptions, Comparison, EnvironmentMismatch, compare,
-                      dataset_from_results, load_dataset, to_json, to_markdown)
-from .environment import collect, differences
-from .errors import LoadError, ServerError
-from .measure import measure_points
-from .load import build_request
-from .profile import Profile
-from .results import RESULTS_FILE, SCHEMA, CandidateRecord, Measurement, append_record, write_atomic
-from .server import ModelSession, bundled_models, open_server
-from .sweep import original_config
+from tuner import __version__
+from tuner.load import eventloop
+from tuner import config as cfgmod
+from tuner.gate.compare import (CompareError, CompareOptions, Comparison, EnvironmentMismatch, compare,
+                                dataset_from_results, load_dataset, to_json, to_markdown)
+from tuner.results.environment import collect, differences
+from tuner.errors import LoadError, ServerError
+from tuner.measure import measure_points
+from tuner.load.request import build_request
+from tuner.profile import Profile
+from tuner.results.store import (CandidateRecord, Measurement, RESULTS_FILE, SCHEMA, append_record,
+                                 write_atomic)
+from tuner.server.context import open_server
+from tuner.server.install import bundled_models
+from tuner.server.model_session import ModelSession
+from tuner.sweep import original_config
 
 
 @dataclass

@@ -54,8 +54,8 @@ import socket
 import time
 import urllib.request
 
-from . import __version__
-from . import config as cfgmod
+from tuner import __version__
+from tuner import config as cfgmod
 
 SCHEMA = 1
 METRICS_TIMEOUT_S = 2.0

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import CandidateSpec
-from .recommend import OperatingPoint, meets, objective_key, objective_value
-from .results import Measurement
+from tuner.config import CandidateSpec
+from tuner.search.recommend import OperatingPoint, meets, objective_key, objective_value
+from tuner.results.store import Measurement
 
 BASELINE = "baseline"
 
@@ -753,6 +753,6 @@ def make_strategy(name: str, profile, candidates: list[tuple[str, CandidateSpec]
     try:
         return STRATEGIES[name](profile, candidates)
     except KeyError:
-        from .errors import ProfileError
+        from tuner.errors import ProfileError
 
         raise ProfileError(f"unknown search strategy '{name}'; use one of {', '.join(STRATEGIES)}") from None

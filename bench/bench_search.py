@@ -19,7 +19,7 @@ Targets: throughput ratio >= 0.97 with a time ratio <= 0.25, and smart's wall
 time <= 50% of 213 s (Model Analyzer's brute search of 45 measurements on the
 same host).
 
-    python -m tuner.bench_search [--json FILE] [--keep DIR]
+    python bench/bench_search.py [--json FILE] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ stability_pct = 10.0
 
 def measurement_seconds(run_dir: Path, warmup_s: float) -> tuple[float, int]:
     """(warm-up + window durations summed over every load point, points) of a run folder."""
-    from .results import read_records
+    from tuner.results.store import read_records
 
     total, points = 0.0, 0
     for rec in read_records(Path(run_dir) / "results.jsonl"):
@@ -77,9 +77,9 @@ def measurement_seconds(run_dir: Path, warmup_s: float) -> tuple[float, int]:
 
 
 def run_one(strategy: str, work: Path, budget_ms: float = 40.0) -> dict:
-    from .profile import load_profile
-    from .results import load_results
-    from .sweep import run_sweep
+    from tuner.profile import load_profile
+    from tuner.results.store import load_results
+    from tuner.sweep import run_sweep
 
     path = work / f"bench-{strategy}.toml"
     path.write_text(PROFILE.format(strategy=strategy, budget_ms=budget_ms), encoding="utf-8")
@@ -139,7 +139,7 @@ def search_section(budget_ms: float = 40.0, keep: Path | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tuner.bench_search", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python bench/bench_search.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="also write the result here")
     ap.add_argument("--keep", type=Path, help="copy both run folders here")
     ap.add_argument("--latency-budget-ms", type=float, default=40.0)

@@ -27,8 +27,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .recommend import LATENCY_KEYS, Recommendation, recommend
-from .results import json_safe, Measurement, RunResults
+from tuner.search.recommend import LATENCY_KEYS, Recommendation, recommend
+from tuner.results.store import Measurement, RunResults, json_safe
 
 DEFAULT_HEADROOM = 0.3
 
@@ -165,9 +165,9 @@ def plan_from(results: RunResults, rec: Recommendation, target_rps: float, headr
 def make_plan(run_dir: Path, target_rps: float, headroom: float = DEFAULT_HEADROOM,
               cost_per_gpu_hour: float | None = None) -> CapacityPlan:
     """The plan for a run folder written by `tuner sweep` (no server)."""
-    from .errors import StoreError
-    from .profile import load_run_profile
-    from .results import RESULTS_FILE, load_results
+    from tuner.errors import StoreError
+    from tuner.profile import load_run_profile
+    from tuner.results.store import RESULTS_FILE, load_results
 
     run_dir = Path(run_dir)
     if not (run_dir / RESULTS_FILE).exists():

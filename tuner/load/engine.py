@@ -19,14 +19,15 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from .errors import LoadError
-from .loadspec import LoadSettings, LoadShare, LoadSpec, SPIN_LEAD_NS, SPIN_MAX_RATE, max_inflight, use_stream
-from .request import RequestPlan, ResponseChecker, check_parsed, stream_payload
-from .schedule import Schedule, Timer
-from .stats import LATE_SEND_MS, WindowSample
+from tuner.errors import LoadError
+from tuner.load.spec import (LoadSettings, LoadShare, LoadSpec, SPIN_LEAD_NS, SPIN_MAX_RATE, max_inflight,
+                             use_stream)
+from tuner.load.request import RequestPlan, ResponseChecker, check_parsed, stream_payload
+from tuner.load.schedule import Schedule, Timer
+from tuner.results.stats import LATE_SEND_MS, WindowSample
 
 if TYPE_CHECKING:
-    from .load import LoadClient
+    from tuner.load.client import LoadClient
 
 def _us(values_ns: array) -> list[int]:
     return (np.frombuffer(values_ns, dtype=np.int64) // 1000).tolist() if len(values_ns) else []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from .errors import ServerError
+from tuner.errors import ServerError
 
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", -1),

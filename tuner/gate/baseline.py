@@ -58,11 +58,11 @@ import re
 import time
 from pathlib import Path
 
-from . import __version__
-from .compare import (MAX_SAMPLES_PER_POINT, CompareError, ConfigData, Dataset, PointData,
-                      dataset_from_results)
-from .errors import StoreError
-from .results import RESULTS_FILE, load_results, write_atomic
+from tuner import __version__
+from tuner.gate.compare import (CompareError, ConfigData, Dataset, MAX_SAMPLES_PER_POINT, PointData,
+                                dataset_from_results)
+from tuner.errors import StoreError
+from tuner.results.store import RESULTS_FILE, load_results, write_atomic
 
 FORMAT = "tuner-baseline"
 SCHEMA = 1
@@ -71,7 +71,7 @@ SUFFIX = ".baseline.json"
 
 def default_path(profile: str, profiles_dir: Path | None = None) -> Path:
     """profiles/<name>.baseline.json, or beside a profile given as a path."""
-    from .profile import PROFILES_DIR
+    from tuner.profile import PROFILES_DIR
 
     p = Path(profile)
     if p.suffix == ".toml":
@@ -81,7 +81,7 @@ def default_path(profile: str, profiles_dir: Path | None = None) -> Path:
 
 def _settings_of(run_dir: Path, meta: dict) -> dict | None:
     try:
-        from .profile import load_run_profile
+        from tuner.profile import load_run_profile
 
         return dict(load_run_profile(run_dir).measurement.__dict__)
     except Exception:  # noqa: BLE001 - not a sweep folder: the run record may say
