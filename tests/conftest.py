@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,44 @@ def subprocess_env() -> dict:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def stub_pids(under: Path) -> list[int]:
+    """Live Python-backend stub processes serving a model from a folder under `under`."""
+    out = []
+    needle = str(under).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"triton_python_backend_stub" in cmd and needle in cmd:
+            out.append(int(proc.name))
+    return out
+
+
+def wait_no_stubs(under: Path, timeout_s: float = 10.0) -> list[int]:
+    """Wait for every stub under `under` to end; the ones left (none is the answer wanted)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := stub_pids(under)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+@pytest.fixture(autouse=True)
+def _no_stub_left_behind(request):
+    """A test that starts a Triton leaves none of its backend stubs running."""
+    watch = (request.node.get_closest_marker("triton") is not None and "tmp_path" in request.fixturenames)
+    folder = request.getfixturevalue("tmp_path") if watch else None
+    yield
+    if folder is None:
+        return
+    left = wait_no_stubs(folder)
+    for pid in left:  # don't let one leak slow every later test down
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    assert not left, f"triton_python_backend_stub processes left running: {left}"

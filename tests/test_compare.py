@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 
 from tuner import config as cfgmod
-from tuner.gate.compare import (CompareError, CompareOptions, EnvironmentMismatch, PointData, compare,
-                                dataset_from_results, load_dataset, order_statistics, parse_latency_limits,
-                                parse_pct, to_junit, to_markdown, weighted_percentiles)
+from tuner.gate.compare import CompareOptions, compare, parse_latency_limits, parse_pct
+from tuner.gate.dataset import PointData, dataset_from_results, load_dataset
+from tuner.gate.errors import CompareError, EnvironmentMismatch
+from tuner.gate.percentiles import order_statistics, weighted_percentiles
+from tuner.gate.render import to_junit, to_markdown
 from tuner.results.environment import differences, gpus_from_metrics
 from tuner.load.spec import LoadSettings
 from tuner.measure import measure_model
@@ -89,6 +91,7 @@ def _cli(*args, timeout=120):
 
 # ------------------------------------------------------ measured: gate ---
 
+@pytest.mark.triton
 def test_false_alarm_rate_same_config(measured):
     runs = [load_dataset(p) for p in measured["normal"]]
     pairs = list(itertools.combinations(range(RUNS), 2))[:20]
@@ -102,6 +105,7 @@ def test_false_alarm_rate_same_config(measured):
     assert len(flagged) <= 1, flagged
 
 
+@pytest.mark.triton
 def test_slower_model_is_a_regression_every_time(measured, tmp_path):
     normal, slow = measured["normal"], measured["slow"]
     # every (normal, slow) pair, through the library
@@ -129,6 +133,7 @@ def test_slower_model_is_a_regression_every_time(measured, tmp_path):
         assert "| config | concurrency | metric |" in text and "|---|" in text and "**REGRESSION**" in text
 
 
+@pytest.mark.triton
 def test_same_run_passes_and_reports(measured, tmp_path):
     run = measured["normal"][0]
     junit, md = tmp_path / "j.xml", tmp_path / "r.md"
@@ -157,6 +162,7 @@ def _with_environment(src: Path, dst: Path, **changes) -> Path:
     return dst
 
 
+@pytest.mark.triton
 def test_environment_is_recorded_and_mismatch_refused(measured, tmp_path):
     run = measured["normal"][0]
     env = load_dataset(run).environment
@@ -180,6 +186,7 @@ def test_environment_is_recorded_and_mismatch_refused(measured, tmp_path):
     assert _cli("compare", run, ci).returncode == 0
 
 
+@pytest.mark.triton
 def test_baseline_save_show_roundtrip(measured, tmp_path):
     run = measured["normal"][1]
     out = tmp_path / "p.baseline.json"
@@ -204,6 +211,7 @@ def test_baseline_save_show_roundtrip(measured, tmp_path):
     assert proc.returncode == 0 and "mbs8-qd0-pbs8-i1" in proc.stdout and "original" in proc.stdout
 
 
+@pytest.mark.triton
 def test_data_errors_exit_2(measured, tmp_path):
     run = measured["normal"][0]
     proc = _cli("compare", tmp_path / "missing", run)
@@ -226,6 +234,7 @@ def test_data_errors_exit_2(measured, tmp_path):
 
 # ------------------------------------------------------------- tuner check ---
 
+@pytest.mark.triton
 def test_check_end_to_end_cli(tmp_path):
     """measure -> baseline save -> check, each starting its own embedded Triton, as CI does."""
     prof = write_profile(tmp_path / "small.toml", concurrency=(1, 8), window_s=0.4)
@@ -255,6 +264,7 @@ def test_check_end_to_end_cli(tmp_path):
     assert wall < 60
 
 
+@pytest.mark.triton
 def test_check_refuses_a_config_the_baseline_lacks(remote_server, tmp_path):
     run = tmp_path / "m"
     measure_model("synthetic", run, url=remote_server.url, concurrencies=[1],
@@ -281,7 +291,7 @@ def _point(rng, conc=4, scale=1.0, windows=3, n=400, window_scales=None):
 
 
 def _dataset(points, env=None):
-    from tuner.gate.compare import ConfigData, Dataset
+    from tuner.gate.dataset import ConfigData, Dataset
 
     conf = ConfigData("mbs8-qd0-pbsauto-i1", ["original"], {}, {p.concurrency: p for p in points})
     return Dataset("made-up", "results", "m", env, {conf.key: conf})

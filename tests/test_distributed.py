@@ -1,12 +1,14 @@
-"""Load from a Ray cluster (tuner/distributed.py): a two-node loopback cluster
+"""Load from a Ray cluster (tuner/load/raypool.py): a two-node loopback cluster
 (`ray.cluster_utils.Cluster`) against the real embedded Triton."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,27 +21,94 @@ from tuner.results.stats import summarize
 
 from .conftest import request_plan  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.triton]
 
 for _k, _v in (("RAY_USAGE_STATS_ENABLED", "0"), ("RAY_AUTH_MODE", "disabled"),
-               ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")):
+               ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
+               # the GCS was seen to miss the default 30 s to start on 2 busy cores
+               ("RAY_gcs_server_port_wait_time_s", "120")):
     os.environ.setdefault(_k, _v)
 
 NODE = {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024}
+EXIT_WAIT_S = 15.0
+
+
+def _children() -> dict[int, list[int]]:
+    """parent pid -> child pids, from /proc."""
+    out: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        out.setdefault(ppid, []).append(int(d.name))
+    return out
+
+
+def _tree(roots) -> set[int]:
+    """`roots` and all their descendants alive now."""
+    children, seen, todo = _children(), set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo.extend(children.get(pid, []))
+    return seen
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+def _end(pids: set[int]) -> None:
+    """Wait for `pids` to exit; SIGKILL, by pid, whatever is still there after EXIT_WAIT_S."""
+    deadline = time.monotonic() + EXIT_WAIT_S
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in (p for p in pids if _alive(p)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    """Two Ray nodes on this host; every Ray process it started is gone when it ends.
+
+    `Cluster` writes <RAY_TMPDIR, else TMPDIR, else /tmp>/ray/ray_current_cluster whatever
+    temp_dir says, and fails when that folder does not exist (a fresh machine): point
+    RAY_TMPDIR at this test's folder, so nothing is written under /tmp/ray either.
+    """
     tmp = tmp_path_factory.mktemp("ray")
-    c = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False, "temp_dir": str(tmp)})
-    c.add_node(**NODE)
-    c.wait_for_nodes()
-    ray.init(address=c.address, _temp_dir=str(tmp), logging_level="WARNING", log_to_driver=False)
-    try:
-        yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
+    (tmp / "ray").mkdir()
+    before = set(_children().get(os.getpid(), []))
+    nodes: set[int] | None = None  # the node processes: children of this process; workers and actors are theirs
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_TMPDIR", str(tmp))
+        c = None
+        try:
+            c = Cluster(initialize_head=True,
+                        head_node_args={**NODE, "include_dashboard": False, "temp_dir": str(tmp)})
+            c.add_node(**NODE)
+            c.wait_for_nodes()
+            ray.init(address=c.address, _temp_dir=str(tmp), logging_level="WARNING", log_to_driver=False)
+            nodes = set(_children().get(os.getpid(), [])) - before
+            yield c
+        finally:
+            if nodes is None:  # the set-up failed part way
+                nodes = set(_children().get(os.getpid(), [])) - before
+            ray_pids = _tree(nodes)
+            ray.shutdown()
+            if c is not None:
+                c.shutdown()
+            _end(ray_pids)
 
 
 def _run(url, model, plan, concurrency, settings, during=None):

@@ -47,6 +47,7 @@ def _tritonserver_pids(marker: str) -> list[int]:
     return pids
 
 
+@pytest.mark.triton
 def test_embedded_server_killed_mid_sweep_restarts_and_continues(tmp_path):
     prof = load_profile(str(write_profile(tmp_path / "p.toml", max_batch_size=(4, 16), concurrency=(1, 4),
                                           strategy="grid")))
@@ -80,6 +81,7 @@ def test_embedded_server_killed_mid_sweep_restarts_and_continues(tmp_path):
     assert json.loads((run / "summary.json").read_text())["recommended"] is not None
 
 
+@pytest.mark.triton
 def test_remote_server_gone_mid_sweep_then_resume(tmp_path):
     repo = prepare_repository(tmp_path / "repo", ["synthetic"])
     port = free_port()
@@ -100,6 +102,9 @@ def test_remote_server_gone_mid_sweep_then_resume(tmp_path):
         assert proc.returncode == 3, err
         assert "went away" in err or "unreachable" in err
         assert srv.url in err and "--resume" in err and "Traceback" not in err
+        # the original config could not be put back on a server that is gone: said, and recorded
+        assert "could NOT be put back" in err
+        assert any(r["type"] == "restore_failed" for r in read_records(run / "results.jsonl"))
         kept = [p for p in _points(run / "results.jsonl") if p["status"] == "ok"]
         assert len(kept) >= 2
         srv.stop()
@@ -133,6 +138,7 @@ def _one_line_error(args, timeout=60, cwd=ROOT):
     return proc, lines[0], took
 
 
+@pytest.mark.triton
 def test_unreachable_server_and_wrong_port(remote_server, tmp_path):
     port = free_port()
     profile = write_profile(tmp_path / "p.toml", url=f"127.0.0.1:{port}")
@@ -145,6 +151,7 @@ def test_unreachable_server_and_wrong_port(remote_server, tmp_path):
     assert http in line and "gRPC" in line and took < 20
 
 
+@pytest.mark.triton
 def test_server_not_in_explicit_mode(tmp_path):
     repo = prepare_repository(tmp_path / "repo", ["synthetic"])
     srv = EmbeddedServer(repo, tmp_path / "ts.log", extra_args=("--model-control-mode=none",)).start()
@@ -157,6 +164,7 @@ def test_server_not_in_explicit_mode(tmp_path):
         srv.stop()
 
 
+@pytest.mark.triton
 def test_hostile_names_write_nothing_outside_the_run_folder(remote_server, tmp_path):
     work = tmp_path / "work"
     (work / "profiles").mkdir(parents=True)
@@ -173,6 +181,7 @@ def test_hostile_names_write_nothing_outside_the_run_folder(remote_server, tmp_p
     assert "/" not in safe_name(evil) and ".." not in safe_name(evil) and "<" not in safe_name(evil)
 
 
+@pytest.mark.triton
 def test_torn_results_line_is_readable_by_report_and_resume(tmp_path):
     prof = load_profile(str(write_profile(tmp_path / "p.toml", max_batch_size=(8,), concurrency=(1, 4))))
     run = tmp_path / "run"
@@ -188,6 +197,7 @@ def test_torn_results_line_is_readable_by_report_and_resume(tmp_path):
     assert not list(run.rglob("*.tmp"))
 
 
+@pytest.mark.triton
 def test_many_requests_in_flight_bounded_memory(remote_server, tmp_path):
     out = tmp_path / "m.json"
     code = (
@@ -213,6 +223,7 @@ def test_many_requests_in_flight_bounded_memory(remote_server, tmp_path):
           f"peak RSS {doc['peak_rss_mb']:.0f} MB, {time.monotonic() - t0:.0f} s")
 
 
+@pytest.mark.triton
 def test_large_inputs(tmp_path):
     repo = prepare_repository(tmp_path / "repo", ["identity"])
     big = repo / "identity_4mb"
@@ -229,6 +240,7 @@ def test_large_inputs(tmp_path):
         assert s.errors == 0 and s.completed > 0, r.points[0].first_error
 
 
+@pytest.mark.triton
 def test_wrong_model_version_lists_served_versions(remote_server, tmp_path):
     profile = write_profile(tmp_path / "p.toml", url=remote_server.url, extra_model='version = "7"')
     proc, line, _ = _one_line_error(["sweep", str(profile), "--out", str(tmp_path / "r")])

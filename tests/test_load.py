@@ -1,6 +1,8 @@
 """The load generator against the real embedded Triton: several processes,
 open-loop request rates, decoupled models over the stream, telemetry, and
-response checks. No mocks: real server, real gRPC."""
+response checks. No mocks: real server, real gRPC (tests marked `triton`).
+The pure ones: merging windows, response checks, and the load-source
+contract's failure boundary."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import time
 import numpy as np
 import pytest
 
+from tuner.errors import LoadError
+from tuner.load import client as load_client
 from tuner.load import telemetry
 from tuner.load.client import LoadClient
+from tuner.load.source import LoadSource, SourceError
 from tuner.load.spec import LoadSettings
 from tuner.results.store import load_results
 from tuner.server.embedded import EmbeddedServer, free_port
@@ -105,6 +110,7 @@ def test_merged_windows_have_the_percentiles_of_the_union():
     assert WindowSample.from_dict(json.loads(json.dumps(merged.to_dict()))) == merged
 
 
+@pytest.mark.triton
 def test_two_processes_merge_exactly(remote_server):
     plan = request_plan(remote_server.url, "identity")
     settings = LoadSettings(warmup_s=0.3, window_s=0.4, min_windows=2, max_windows=2, workers=2)
@@ -128,6 +134,7 @@ def test_two_processes_merge_exactly(remote_server):
 
 # ------------------------------------------------------------- open loop ---
 
+@pytest.mark.triton
 def test_request_rate_is_held_below_saturation(remote_server):
     # synthetic: one instance, 2.5 ms per request -> ~400/s at most; ask for 150/s
     plan = request_plan(remote_server.url, "synthetic")
@@ -148,6 +155,7 @@ def test_request_rate_is_held_below_saturation(remote_server):
     assert t["request_success"] > 0 and t["pending_requests"] is not None
 
 
+@pytest.mark.triton
 def test_rate_far_above_saturation_is_flagged_server_bound(remote_server):
     # 1500/s offered to a model that completes ~400/s: requests go out on time
     # until max_inflight are outstanding, then sends wait for the server. That is
@@ -162,6 +170,7 @@ def test_rate_far_above_saturation_is_flagged_server_bound(remote_server):
     assert c["capped_sends"] > 0 and "in-flight limit" in c["reason"]
 
 
+@pytest.mark.triton
 def test_several_request_rates_each_kept_in_results(remote_server, tmp_path):
     # open-loop points all have concurrency 0: each rate must still be its own point when read back
     run = tmp_path / "run"
@@ -176,6 +185,7 @@ def test_several_request_rates_each_kept_in_results(remote_server, tmp_path):
     assert 80 < achieved[0] < 120 and 170 < achieved[1] < 230, achieved
 
 
+@pytest.mark.triton
 def test_measure_cli_request_rate(remote_server, tmp_path):
     out = tmp_path / "m.json"
     proc = subprocess.run(
@@ -197,6 +207,7 @@ def test_measure_cli_request_rate(remote_server, tmp_path):
 
 # ----------------------------------------------------- stream, telemetry ---
 
+@pytest.mark.triton
 def test_decoupled_model_over_the_stream(odd_server):
     plan = request_plan(odd_server.url, "decoupled")
     assert plan.decoupled
@@ -216,6 +227,7 @@ def test_decoupled_model_over_the_stream(odd_server):
     assert s.client["achieved"] == pytest.approx(40, rel=0.05)
 
 
+@pytest.mark.triton
 def test_metrics_parsing_and_a_closed_port(remote_server):
     text = """# HELP nv_gpu_utilization GPU utilization rate [0.0 - 1.0)
 # TYPE nv_gpu_utilization gauge
@@ -253,6 +265,7 @@ nv_inference_pending_request_count{model="m",version="1"} 3
     assert telemetry.default_metrics_url("[::1]:8001") == "http://[::1]:8002/metrics"
 
 
+@pytest.mark.triton
 @pytest.mark.parametrize("model, size", [("empty_out", 0), ("short_out", 32)])
 def test_empty_or_short_output_from_a_real_model_is_an_error(odd_server, model, size):
     plan = request_plan(odd_server.url, model)
@@ -283,3 +296,53 @@ def test_sampled_check_still_catches_every_bad_length():
     assert "60 bytes" in check(resp(60))  # a new length is always parsed
     assert "0 bytes" in check(resp(0))
     assert check.checked == 3
+
+
+# ------------------------------------------------------- source contract ---
+
+class _FailingSource(LoadSource):
+    """A source whose generator fails in window 1, as a crashed engine or a lost process does."""
+
+    def __init__(self, failure: Exception):
+        self.failure = failure
+        self.calls: list[str] = []
+
+    async def start(self, t_start_ns):
+        self.calls.append("start")
+
+    async def window(self, k, boundary_ns):
+        self.calls.append(f"window {k}")
+        if k == 1:
+            raise self.failure
+        return None
+
+    async def stop(self):
+        self.calls.append("stop")
+
+    def errors(self):
+        return {}, ""
+
+
+@pytest.mark.parametrize("failure, message", [
+    (RuntimeError("boom"), "the load generator failed: RuntimeError('boom')"),
+    (SourceError("load process 1 exited (code -9)"), "load process 1 exited (code -9)"),
+])
+def test_a_failure_inside_a_source_is_a_load_error_and_the_source_stops(monkeypatch, failure, message):
+    sources = []
+
+    def failing_source(*args):
+        sources.append(_FailingSource(failure))
+        return sources[-1]
+
+    monkeypatch.setattr(load_client, "LocalSource", failing_source)
+    settings = LoadSettings(warmup_s=0.01, window_s=0.01, workers=1)
+
+    async def go():
+        # nothing listens there: statistics are "not available", never a failure
+        async with LoadClient(f"127.0.0.1:{free_port()}", "m") as client:
+            await client.closed_loop(None, 1, settings)
+
+    with pytest.raises(LoadError) as info:
+        asyncio.run(go())
+    assert str(info.value) == message and info.value.__cause__ is failure
+    assert sources[0].calls == ["start", "window 0", "window 1", "stop"]

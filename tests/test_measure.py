@@ -21,6 +21,7 @@ pytestmark = pytest.mark.timeout(180)
 FAST = LoadSettings(warmup_s=0.3, window_s=0.5, min_windows=3, max_windows=4, stability_pct=15)
 
 
+@pytest.mark.triton
 def test_measure_synthetic_embedded(tmp_path):
     result = measure_model("synthetic", tmp_path / "run", concurrencies=[1, 4], settings=FAST)
     assert [p.concurrency for p in result.points] == [1, 4]
@@ -42,6 +43,7 @@ def test_measure_synthetic_embedded(tmp_path):
     assert len(points) == 2 and all(len(w["latencies_us"]) > 0 for w in points[0]["windows"])
 
 
+@pytest.mark.triton
 def test_measure_cli_json_remote(remote_server, tmp_path):
     out = tmp_path / "m.json"
     proc = subprocess.run(
@@ -59,6 +61,7 @@ def test_measure_cli_json_remote(remote_server, tmp_path):
     assert "infer/s" in proc.stdout
 
 
+@pytest.mark.triton
 def test_measure_unknown_model_lists_models(remote_server, tmp_path):
     proc = subprocess.run(
         TUNER + ["measure", "nope", "--url", remote_server.url, "--out", str(tmp_path / "r")],
@@ -121,6 +124,7 @@ def test_empty_or_missized_output_is_an_error():
     assert "missing" in check_response(missing.SerializeToString(), expected)
 
 
+@pytest.mark.triton
 def test_percentiles_recomputable_from_stored_windows(tmp_path):
     from tuner.results.store import load_results
 

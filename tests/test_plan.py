@@ -20,7 +20,8 @@ from tuner.report.outputs import finalize_run
 from tuner.search.plan import (capacity_steps, cost_per_million, interpolate_latency, latency_curve,
                                make_plan, replicas_needed)
 from tuner.search.recommend import recommend
-from tuner.results.store import CandidateRecord, Measurement, SCHEMA, append_record, load_results
+from tuner.results.records import CandidateRecord, Measurement, SCHEMA
+from tuner.results.store import append_record, load_results
 from tuner.server.install import BUNDLED_MODELS_DIR
 from tuner.results.stats import WindowSample
 

@@ -23,8 +23,10 @@ from tuner import config as cfgmod
 from tuner.config import CandidateSpec
 from tuner.profile import parse_profile
 from tuner.search.recommend import recommend
-from tuner.report.html import Pt, build_report, pareto_frontier
-from tuner.results.store import CandidateRecord, Measurement, RunResults
+from tuner.report.html import build_report
+from tuner.report.points import Pt, pareto_frontier
+from tuner.results.records import CandidateRecord, Measurement
+from tuner.results.store import RunResults
 from tuner.results.stats import ServerDelta, WindowSample
 
 FIG_IDS = ("fig-curves", "fig-pareto", "fig-heatmap", "fig-breakdown", "fig-capacity")
@@ -177,7 +179,8 @@ def _summary(tp: float, lat: float):
 def test_heatmap_cells_show_best_slo_bound_throughput():
     results = make_results()
     profile = make_profile()
-    from tuner.report.html import _points, fig_heatmap
+    from tuner.report.figures import fig_heatmap
+    from tuner.report.points import measured_points as _points
 
     c = profile.constraints
     pts = _points(results, recommend(results, c))

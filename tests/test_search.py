@@ -26,8 +26,12 @@ from tuner.errors import ProfileError
 from tuner.report.outputs import finalize_run
 from tuner.profile import load_profile, parse_profile
 from tuner.search.recommend import Constraints, recommend
-from tuner.results.store import CandidateRecord, Measurement, RunResults, SCHEMA, append_record, load_results
-from tuner.search.strategy import BASELINE, ComputeFit, SmartStrategy, Step, make_strategy
+from tuner.results.records import CandidateRecord, Measurement, SCHEMA
+from tuner.results.store import RunResults, append_record, load_results
+from tuner.search.base import BASELINE, Step
+from tuner.search.ceiling import ComputeFit
+from tuner.search.smart import SmartStrategy
+from tuner.search.strategy import make_strategy
 from tuner.server.install import BUNDLED_MODELS_DIR
 from tuner.results.stats import ServerDelta, WindowSample
 
@@ -450,6 +454,7 @@ def test_profile_search_and_objective_keys():
 
 # ------------------------------------------------------------ the real server
 
+@pytest.mark.triton
 @pytest.mark.timeout(180)
 def test_smart_agrees_with_grid_on_the_real_server(remote_server, tmp_path):
     """Both strategies on the same Triton and space; smart's pick is within 3% of grid's

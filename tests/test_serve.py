@@ -20,6 +20,7 @@ from .conftest import ROOT, TUNER, subprocess_env
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.mark.triton
 def test_serve_prints_url_and_stops_on_sigterm(tmp_path):
     repo = prepare_repository(tmp_path / "repo", ["identity"])
     proc = subprocess.Popen(TUNER + ["serve", "--model-repository", str(repo), "--load", "identity",
@@ -54,6 +55,7 @@ def test_serve_missing_repository_is_one_line_error(tmp_path):
     assert "not a folder" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.triton
 def test_stuck_server_gives_clear_error_quickly(tmp_path):
     repo = prepare_repository(tmp_path / "repo", ["identity"])
     with EmbeddedServer(repo, tmp_path / "ts.log") as srv:

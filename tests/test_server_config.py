@@ -65,6 +65,7 @@ def infer_echo(url: str, batch: int = 2) -> None:
         client.close()
 
 
+@pytest.mark.triton
 def test_apply_candidate_then_restore(control, server):
     session = ModelSession(control, MODEL)
     original = session.open()
@@ -94,6 +95,7 @@ def test_apply_candidate_then_restore(control, server):
     infer_echo(server.url)
 
 
+@pytest.mark.triton
 def test_session_context_manager_restores(control):
     with ModelSession(control, MODEL) as s:
         original = s.original
@@ -102,6 +104,7 @@ def test_session_context_manager_restores(control):
     assert control.model_config(MODEL) == original
 
 
+@pytest.mark.triton
 def test_refused_override_reports_the_server_log_reason(control, server):
     session = ModelSession(control, MODEL)
     before = session.open()
@@ -126,6 +129,7 @@ def test_refused_override_reports_the_server_log_reason(control, server):
     assert control.model_config(MODEL) == before
 
 
+@pytest.mark.triton
 def test_model_not_in_repository(control):
     with pytest.raises(ServerError, match=r"'no_such_model' is not in the server's repository") as exc:
         control.check_model("no_such_model")
@@ -133,6 +137,7 @@ def test_model_not_in_repository(control):
     control.check_model(MODEL)  # and a present one passes
 
 
+@pytest.mark.triton
 def test_statistics_of_unknown_model_is_a_server_error(control):
     # Library calls raise the TunerError family only; a raw
     # InferenceServerException would reach the CLI user as a traceback.
@@ -154,6 +159,7 @@ def test_unreachable_server_is_reported_quickly():
         ctl.close()
 
 
+@pytest.mark.triton
 def test_killed_server_gives_server_errors(repo, tmp_path):
     srv = EmbeddedServer(repo, tmp_path / "killed.log")
     try:
@@ -179,7 +185,10 @@ def test_killed_server_gives_server_errors(repo, tmp_path):
                     call()
                 assert time.monotonic() - t0 < 5, name
                 assert srv.url in str(exc.value), (name, str(exc.value))
-            assert not ctl.is_loaded(MODEL)
+            # a dead server is an error, never "not loaded" (a restore would unload the model)
+            with pytest.raises(ServerError) as exc:
+                ctl.is_loaded(MODEL)
+            assert srv.url in str(exc.value)
         finally:
             ctl.close()
     finally:

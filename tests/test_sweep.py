@@ -31,6 +31,7 @@ def limited_config(tmp_path: Path, limit: int) -> Path:
     return p
 
 
+@pytest.mark.triton
 def test_sweep_recommends_config_that_beats_baseline(tmp_path):
     prof = load_profile(str(write_profile(tmp_path / "p.toml", max_batch_size=(8, 16), queue_delay_us=(0,),
                                           instances=(1, 2), concurrency=(1, 8, 16), budget_ms=40.0,
@@ -60,6 +61,7 @@ def test_sweep_recommends_config_that_beats_baseline(tmp_path):
     assert events.count("candidate") == 5 and "restore" in events
 
 
+@pytest.mark.triton
 def test_candidate_that_cannot_load_is_recorded_and_sweep_goes_on(tmp_path):
     cfg = limited_config(tmp_path, 8)
     prof = load_profile(str(write_profile(tmp_path / "p.toml", config=str(cfg), max_batch_size=(4, 16),
@@ -87,6 +89,7 @@ def _wait_for_points(results: Path, n: int, proc: subprocess.Popen, timeout_s: f
     raise AssertionError("sweep made no progress")
 
 
+@pytest.mark.triton
 def test_killed_sweep_resumes_without_remeasuring(tmp_path):
     profile = write_profile(tmp_path / "p.toml", max_batch_size=(4, 16), concurrency=(1, 4))
     run = tmp_path / "run"
@@ -113,6 +116,7 @@ def test_killed_sweep_resumes_without_remeasuring(tmp_path):
     assert json.loads((run / "summary.json").read_text())["recommended"] is not None
 
 
+@pytest.mark.triton
 def test_sigint_restores_original_config_on_remote_server(remote_server, remote_control, tmp_path):
     remote_control.load("synthetic")
     original = format_config(remote_control.model_config("synthetic"))
@@ -143,6 +147,7 @@ def test_sigint_restores_original_config_on_remote_server(remote_server, remote_
     assert any(r["type"] == "point" for r in read_records(run / "results.jsonl"))
 
 
+@pytest.mark.triton
 def test_sigterm_exit_code_and_restore(remote_server, remote_control, tmp_path):
     remote_control.load("synthetic")
     original = format_config(remote_control.model_config("synthetic"))
@@ -162,6 +167,7 @@ def test_sigterm_exit_code_and_restore(remote_server, remote_control, tmp_path):
     assert format_config(remote_control.model_config("synthetic")) == original
 
 
+@pytest.mark.triton
 def test_every_candidate_failing_exits_nonzero_and_restores(remote_server, remote_control, tmp_path):
     remote_control.load("synthetic")
     original = format_config(remote_control.model_config("synthetic"))
@@ -175,6 +181,7 @@ def test_every_candidate_failing_exits_nonzero_and_restores(remote_server, remot
     assert format_config(remote_control.model_config("synthetic")) == original
 
 
+@pytest.mark.triton
 def test_report_rebuilds_from_stored_results(tmp_path):
     prof = load_profile(str(write_profile(tmp_path / "p.toml", max_batch_size=(8,), concurrency=(1, 8))))
     run = tmp_path / "run"
@@ -194,7 +201,7 @@ def test_report_rebuilds_from_stored_results(tmp_path):
 
 def test_second_sweep_on_same_run_folder_is_refused(tmp_path):
     from tuner.errors import StoreError
-    from tuner.sweep import run_lock
+    from tuner.results.rundir import RunLock as run_lock
 
     run = tmp_path / "run"
     with run_lock(run):
@@ -203,6 +210,7 @@ def test_second_sweep_on_same_run_folder_is_refused(tmp_path):
                 pass
 
 
+@pytest.mark.triton
 def test_original_config_back_after_a_completed_remote_sweep(remote_server, remote_control, tmp_path):
     remote_control.load("synthetic")
     original = format_config(remote_control.model_config("synthetic"))
@@ -218,6 +226,7 @@ def test_original_config_back_after_a_completed_remote_sweep(remote_server, remo
     assert '"preferred_batch_size":[4]' in cand.config_json.replace(" ", "")
 
 
+@pytest.mark.triton
 def test_load_processes_start_once_per_sweep(remote_server, remote_control, tmp_path, monkeypatch):
     from tuner.load import pool as workers
 

@@ -60,6 +60,7 @@ def tls_server(tmp_path_factory):
         srv.stop()
 
 
+@pytest.mark.triton
 def test_sweep_over_tls_with_header_from_environment(tls_server, tmp_path):
     srv, certs = tls_server
     profile = write_profile(tmp_path / "p.toml", url=srv.url, max_batch_size=(8,), concurrency=(1, 4))
@@ -78,6 +79,7 @@ def test_sweep_over_tls_with_header_from_environment(tls_server, tmp_path):
             assert SECRET.encode() not in f.read_bytes(), f
 
 
+@pytest.mark.triton
 def test_missing_header_and_missing_tls_are_one_line_errors(tls_server, tmp_path):
     srv, certs = tls_server
     profile = write_profile(tmp_path / "p.toml", url=srv.url)
@@ -99,6 +101,33 @@ def test_missing_header_and_missing_tls_are_one_line_errors(tls_server, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
     assert SECRET not in (tmp_path / "r3" / "results.jsonl").read_text()
+
+
+@pytest.mark.triton
+def test_check_uses_the_profiles_tls_and_headers(tls_server, tmp_path):
+    """`tuner check` reaches the server as the profile says (TLS, headers), like sweep and measure."""
+    srv, certs = tls_server
+    env = subprocess_env() | {"TUNER_TEST_TOKEN": SECRET}
+    fast = ["--window-s", "0.3", "--warmup-s", "0.2", "--max-windows", "3"]
+    proc = subprocess.run(TUNER + ["measure", "synthetic", "--url", srv.url, "--root-certificates",
+                                   str(certs / "ca.crt"), "--header", f"{HEADER}: {SECRET}", "--concurrency", "2",
+                                   *fast, "--out", str(tmp_path / "base")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    profile = write_profile(tmp_path / "p.toml", url=srv.url, window_s=0.3)
+    profile.write_text(profile.read_text() + (f'[server]\nroot_certificates = "{certs / "ca.crt"}"\n'
+                                              f'[server.headers]\n{HEADER} = "env:TUNER_TEST_TOKEN"\n'))
+    saved = subprocess.run(TUNER + ["baseline", "save", str(tmp_path / "base"), "--profile", str(profile),
+                                    "--out", str(tmp_path / "b.json")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert saved.returncode == 0, saved.stderr
+    check = subprocess.run(TUNER + ["check", str(profile), "--baseline", str(tmp_path / "b.json"), "--out",
+                                    str(tmp_path / "check"), "--max-throughput-drop", "off", "--max-latency-rise",
+                                    "off"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert check.returncode == 0, check.stderr
+    assert "checked" in check.stdout and SECRET not in check.stdout + check.stderr
+    assert (tmp_path / "check" / "comparison.json").exists()
 
 
 def test_inline_secret_in_profile_is_refused(tmp_path):

@@ -118,13 +118,39 @@ def _headers(items: list[str]) -> list[tuple[str, str]]:
 
 
 def _run_dir(out: Optional[Path], label: str) -> Path:
-    import time
+    from tuner.results.rundir import new_run_dir
 
-    from tuner.paths import safe_name
+    return new_run_dir(label, out)
 
-    if out is not None:
-        return out
-    return Path("reports") / f"{safe_name(label)}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+# TLS and header options: every command that reaches a server takes the same ones.
+SSL = typer.Option(False, "--ssl", help="connect to the server over TLS")
+ROOT_CERTIFICATES = typer.Option(None, help="PEM root certificates for TLS")
+PRIVATE_KEY = typer.Option(None, help="PEM client private key (mutual TLS)")
+CERTIFICATE_CHAIN = typer.Option(None, help="PEM client certificate chain (mutual TLS)")
+HEADER = typer.Option([], help="extra request header 'Name: value' (repeatable; never stored)")
+
+
+def _load_settings(workers: str, ray_actors: int, transport: str, arrivals: str, **fields):
+    """`tuner measure`'s load flags, checked, as LoadSettings."""
+    from tuner.errors import LoadError
+    from tuner.load.raypool import import_ray, parse_workers
+    from tuner.load.spec import LoadSettings
+
+    if arrivals not in ("constant", "poisson"):
+        raise typer.BadParameter("--arrivals takes constant or poisson")
+    try:
+        n_workers, ray_address = parse_workers(workers)
+    except LoadError as err:
+        raise typer.BadParameter(str(err)) from None
+    if n_workers < 0 or ray_actors < 0:
+        raise typer.BadParameter("--workers takes 0 (automatic) or a positive count")
+    if ray_address:
+        import_ray()  # one clear line when Ray is not installed
+        n_workers = ray_actors
+    if transport not in ("auto", "unary", "stream"):
+        raise typer.BadParameter("--transport takes auto, unary or stream")
+    return LoadSettings(workers=n_workers, transport=transport, ray_address=ray_address, **fields)
 
 
 @app.command()
@@ -154,52 +180,31 @@ def measure(
     stability_pct: float = typer.Option(10.0, help="last 3 windows must agree within this percentage"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write a JSON summary here"),
     out: Optional[Path] = typer.Option(None, help="run folder (default reports/measure-<model>-<UTC time>)"),
-    ssl: bool = typer.Option(False, "--ssl", help="connect to the server over TLS"),
-    root_certificates: Optional[Path] = typer.Option(None, help="PEM root certificates for TLS"),
-    private_key: Optional[Path] = typer.Option(None, help="PEM client private key (mutual TLS)"),
-    certificate_chain: Optional[Path] = typer.Option(None, help="PEM client certificate chain (mutual TLS)"),
-    header: list[str] = typer.Option([], help="extra request header 'Name: value' (repeatable; never stored)"),
+    ssl: bool = SSL,
+    root_certificates: Optional[Path] = ROOT_CERTIFICATES,
+    private_key: Optional[Path] = PRIVATE_KEY,
+    certificate_chain: Optional[Path] = CERTIFICATE_CHAIN,
+    header: list[str] = HEADER,
 ) -> None:
     """Measure a model's current config at a few concurrency levels or request rates."""
     import json
 
-    from tuner.load.spec import LoadSettings
     from tuner.measure import measure_model, summary_json
-    from tuner.results.store import write_atomic
     from tuner.report.table import measure_table
+    from tuner.results.store import write_atomic
+    from tuner.server.connection import Connection
 
-    if arrivals not in ("constant", "poisson"):
-        raise typer.BadParameter("--arrivals takes constant or poisson")
-    from tuner.load.raypool import import_ray, parse_workers
-    from tuner.errors import LoadError
-
-    try:
-        n_workers, ray_address = parse_workers(workers)
-    except LoadError as err:
-        raise typer.BadParameter(str(err)) from None
-    if n_workers < 0 or ray_actors < 0:
-        raise typer.BadParameter("--workers takes 0 (automatic) or a positive count")
-    if ray_address:
-        import_ray()  # one clear line when Ray is not installed
-        n_workers = ray_actors
-    if transport not in ("auto", "unary", "stream"):
-        raise typer.BadParameter("--transport takes auto, unary or stream")
+    settings = _load_settings(workers, ray_actors, transport, arrivals, warmup_s=warmup_s, window_s=window_s,
+                              max_windows=max_windows, stability_pct=stability_pct)
     rates = _rates(request_rate) if request_rate is not None else []
     levels = _ints(concurrency, "--concurrency") if concurrency is not None else ([] if rates else [1, 8, 32])
-    settings = LoadSettings(warmup_s=warmup_s, window_s=window_s, max_windows=max_windows,
-                            stability_pct=stability_pct, workers=n_workers, transport=transport,
-                            ray_address=ray_address)
-    run_dir = _run_dir(out, f"measure-{model}")
     target = None
     if url:
-        from tuner.server.connection import Connection
-
         target = Connection(url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
                             certificate_chain=certificate_chain, headers=tuple(_headers(header)))
-    result = measure_model(model, run_dir, url=target, version=version,
-                           concurrencies=levels, settings=settings,
-                           shapes=_shapes(shape), data=data, request_rates=rates, arrivals=arrivals,
-                           metrics_url=metrics_url)
+    result = measure_model(model, _run_dir(out, f"measure-{model}"), url=target, version=version,
+                           concurrencies=levels, settings=settings, shapes=_shapes(shape), data=data,
+                           request_rates=rates, arrivals=arrivals, metrics_url=metrics_url)
     measure_table(result)
     if json_out is not None:
         write_atomic(json_out, json.dumps(summary_json(result), indent=2) + "\n")
@@ -215,11 +220,11 @@ def sweep(
     latency_budget_ms: Optional[float] = typer.Option(None, help="latency budget (overrides the profile)"),
     latency_percentile: Optional[str] = typer.Option(None, help="p50, p90, p95 or p99 (overrides the profile)"),
     resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder, skipping stored points"),
-    ssl: bool = typer.Option(False, "--ssl", help="connect to the server over TLS"),
-    root_certificates: Optional[Path] = typer.Option(None, help="PEM root certificates for TLS"),
-    private_key: Optional[Path] = typer.Option(None, help="PEM client private key (mutual TLS)"),
-    certificate_chain: Optional[Path] = typer.Option(None, help="PEM client certificate chain (mutual TLS)"),
-    header: list[str] = typer.Option([], help="extra request header 'Name: value' (repeatable; never stored)"),
+    ssl: bool = SSL,
+    root_certificates: Optional[Path] = ROOT_CERTIFICATES,
+    private_key: Optional[Path] = PRIVATE_KEY,
+    certificate_chain: Optional[Path] = CERTIFICATE_CHAIN,
+    header: list[str] = HEADER,
     search: Optional[str] = typer.Option(
         None, help="search strategy: smart (few measurements, skips what cannot win) or grid (every "
                    "candidate at every level); overrides the profile's [search] strategy"),
@@ -236,7 +241,7 @@ def sweep(
         raise typer.BadParameter("give a profile name (e.g. `tuner sweep resnet`) or --resume RUN_DIR")
     else:
         prof = load_profile(profile)
-        run_dir = new_run_dir(prof, out)
+        run_dir = new_run_dir(prof.name, out)
     if search is not None and search not in ("grid", "smart"):
         raise typer.BadParameter("--search takes grid or smart")
     if resume is not None and search is not None and search != prof.search.strategy:
@@ -257,10 +262,10 @@ def sweep(
 @cli_errors
 def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tuner sweep`")) -> None:
     """Re-render summary.json, the recommended config and report.html from stored results."""
-    from tuner.report.outputs import finalize_run
+    from tuner.report.outputs import report_run
     from tuner.report.table import sweep_summary
 
-    summary = finalize_run(run_dir)
+    summary = report_run(run_dir)
     sweep_summary(summary, run_dir)
 
 
@@ -268,7 +273,8 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder written by `tu
 
 def _compare_options(max_throughput_drop: str, max_latency_rise: list[str], confidence: float, run_noise: str,
                      bootstrap: int, seed: int, allow_env_mismatch: bool):
-    from tuner.gate.compare import CompareError, CompareOptions, parse_latency_limits, parse_pct
+    from tuner.gate.compare import CompareOptions, parse_latency_limits, parse_pct
+    from tuner.gate.errors import CompareError
 
     off = ("off", "none")
     drop = (None if max_throughput_drop.strip().lower() in off
@@ -287,7 +293,7 @@ def _compare_options(max_throughput_drop: str, max_latency_rise: list[str], conf
 
 
 def _report_comparison(comparison, markdown: Optional[Path], junit: Optional[Path], json_out: Optional[Path]) -> None:
-    from tuner.gate.compare import render_table, write_outputs
+    from tuner.gate.render import render_table, write_outputs
 
     render_table(comparison)
     write_outputs(comparison, markdown=markdown, junit=junit, json_out=json_out)
@@ -346,6 +352,11 @@ def check(
     markdown: Optional[Path] = typer.Option(None, help="write a markdown summary here"),
     junit: Optional[Path] = typer.Option(None, help="write JUnit XML here (one testcase per point)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the comparison as JSON here"),
+    ssl: bool = SSL,
+    root_certificates: Optional[Path] = ROOT_CERTIFICATES,
+    private_key: Optional[Path] = PRIVATE_KEY,
+    certificate_chain: Optional[Path] = CERTIFICATE_CHAIN,
+    header: list[str] = HEADER,
 ) -> None:
     """Measure the profile's config at the baseline's load levels and compare (the CI gate)."""
     from tuner.gate.baseline import default_path
@@ -355,6 +366,8 @@ def check(
     opts = _compare_options(max_throughput_drop, max_latency_rise, confidence, run_noise, bootstrap, seed,
                             allow_env_mismatch)
     prof = load_profile(profile).with_overrides(url=url)
+    prof = prof.with_connection(ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+                                certificate_chain=certificate_chain, headers=_headers(header))
     base = baseline if baseline is not None else default_path(profile if prof.path is None else str(prof.path))
     run_dir = _run_dir(out, f"check-{prof.name}")
 

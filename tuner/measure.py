@@ -7,24 +7,19 @@ generator's self-check (`client_bound`) and the server's telemetry.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner import __version__
-from tuner.load import eventloop
 from tuner.config import config_to_json, current_spec
-from tuner.errors import LoadError, ServerError
-from tuner.results.environment import collect as collect_environment
+from tuner.errors import LoadError
+from tuner.load import eventloop
 from tuner.load.client import LoadClient
-from tuner.load.request import build_request
+from tuner.load.request import RequestPlan, build_request
 from tuner.load.spec import LoadSettings, PointSamples
-from tuner.results.store import CandidateRecord, Measurement, RESULTS_FILE, SCHEMA, append_record
-from tuner.server.context import ServerContext, open_server
-from tuner.server.install import bundled_models
-from tuner.server.model_session import ModelSession
-from tuner.server.connection import Connection
 from tuner.load.telemetry import default_metrics_url
+from tuner.results.records import SCHEMA, CandidateRecord, Measurement, PointLoad
+from tuner.server.connection import Connection, as_connection
+from tuner.session import RunSession, SessionSpec
 
 
 @dataclass
@@ -35,7 +30,7 @@ class MeasureResult:
     results_path: Path
 
 
-def _measurement(srv: ServerContext, samples: PointSamples, settings: LoadSettings,
+def _measurement(session: RunSession, samples: PointSamples, settings: LoadSettings,
                  candidate_id: str) -> Measurement:
     m = Measurement(
         candidate_id=candidate_id,
@@ -49,40 +44,46 @@ def _measurement(srv: ServerContext, samples: PointSamples, settings: LoadSettin
     )
     if samples.windows and all(w.completed == 0 for w in samples.windows):
         m.status = "failed"
-    if m.status == "failed" and srv.embedded is not None and not srv.embedded.alive():
-        m.first_error = (m.first_error + f" (server exited; log: {srv.embedded.log_tail(2, one_line=True)})")
+    if m.status == "failed" and not session.server_alive():
+        emb = session.server.embedded
+        m.first_error = (m.first_error + f" (server exited; log: {emb.log_tail(2, one_line=True)})")
     return m
 
 
-def point_load(m: Measurement) -> dict:
+def point_load(m: Measurement) -> PointLoad:
     """A point's offered load and the generator's verdict, from its stored windows."""
     s = m.summary()
     c = s.client or {}
     rate = m.request_rate if m.request_rate is not None else (c.get("target") if c.get("mode") == "rate" else None)
-    return {
-        "request_rate": rate,
-        "arrivals": c.get("arrivals") or "closed",
-        "client_bound": bool(c.get("client_bound")),
-        "bound": c.get("bound"),
-        "bound_reason": c.get("reason", ""),
-    }
+    return PointLoad(request_rate=rate, arrivals=c.get("arrivals") or "closed",
+                     client_bound=bool(c.get("client_bound")), bound=c.get("bound"),
+                     bound_reason=c.get("reason", ""))
 
 
-async def measure_points(
-    srv: ServerContext, model: str, version: str, plan, concurrencies: list[int],
-    settings: LoadSettings, candidate_id: str, on_point=None, *,
-    request_rates: list[float] = (), arrivals: str = "constant", metrics_url: str | None = None,
-) -> list[Measurement]:
-    """Measure one applied config at each concurrency, then at each request rate, in order."""
+@dataclass(frozen=True)
+class LoadPlan:
+    """The load points to measure, in order: closed-loop levels, then open-loop rates."""
+
+    concurrencies: tuple[int, ...] = (1, 8, 32)
+    request_rates: tuple[float, ...] = ()  # requests/s
+    arrivals: str = "constant"  # open loop: "constant" | "poisson"
+
+
+async def measure_points(session: RunSession, plan: RequestPlan, loads: LoadPlan, settings: LoadSettings,
+                         candidate_id: str, on_point=None, *, metrics_url: str | None = None) -> list[Measurement]:
+    """Measure the applied config at each load of `loads`, recording each point as it finishes."""
     out = []
-    async with LoadClient(srv.connection, model, version, metrics_url=metrics_url) as client:
-        loads = [(c, None) for c in concurrencies] + [(0, r) for r in request_rates]
-        for c, rate in loads:
+    srv = session.server
+    async with LoadClient(srv.connection, session.spec.model, session.spec.version,
+                          metrics_url=metrics_url) as client:
+        for c, rate in [(c, None) for c in loads.concurrencies] + [(0, r) for r in loads.request_rates]:
             if rate is None:
                 samples = await client.closed_loop(plan, c, settings)
             else:
-                samples = await client.open_loop(plan, rate, settings, arrivals)
-            m = _measurement(srv, samples, settings, candidate_id)
+                samples = await client.open_loop(plan, rate, settings, loads.arrivals)
+            m = _measurement(session, samples, settings, candidate_id)
+            m.load = point_load(m)
+            session.record(m)
             out.append(m)
             if on_point is not None:
                 on_point(m)
@@ -107,46 +108,23 @@ def measure_model(
     """Measure `model` at each concurrency and request rate; metrics_url defaults to
     the embedded server's, or port 8002 on the host of `url`."""
     settings = settings or LoadSettings()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results_path = run_dir / RESULTS_FILE
-    if url is None and model not in bundled_models():
-        raise ServerError(
-            f"'{model}' is not a bundled model ({', '.join(bundled_models())}); "
-            "pass --url to measure a model on a running Triton"
-        )
-    with open_server(url, run_dir, [model]) as srv:
-        server_info = srv.describe()
-        session = ModelSession(srv.control, model, version)
-        try:
-            original = session.open()
-            append_record(results_path, {
-                "schema": SCHEMA, "type": "run", "command": "measure", "model": model,
-                "version": version, "server": server_info, "tuner_version": __version__,
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "settings": settings.__dict__,
-                "environment": collect_environment(srv, model, None, version=version),
-            })
-            append_record(results_path, CandidateRecord(
-                spec=current_spec(original), status="loaded", config_json=config_to_json(original),
-                is_baseline=True).to_record())
-            plan = build_request(original, model, version, shapes, data)
-
-            def record(m: Measurement) -> None:
-                append_record(results_path, m.to_record() | point_load(m))
-                if on_point is not None:
-                    on_point(m)
-
-            metrics = metrics_url or srv.metrics_url or default_metrics_url(srv.url)
-            points = eventloop.run(measure_points(
-                srv, model, version, plan, list(concurrencies), settings, "baseline", record,
-                request_rates=list(request_rates), arrivals=arrivals, metrics_url=metrics))
-        finally:
-            session.restore()
+    conn = as_connection(url) if url else None
+    spec = SessionSpec("measure", model, version, conn, metrics_url=metrics_url)
+    with RunSession(Path(run_dir), spec) as s:
+        server_info = s.server.describe()
+        original = s.readback
+        s.record_run(settings=dict(settings.__dict__))
+        s.record(CandidateRecord(spec=current_spec(original), status="loaded",
+                                 config_json=config_to_json(original), is_baseline=True))
+        plan = build_request(original, model, version, shapes, data)
+        metrics = metrics_url or s.server.metrics_url or default_metrics_url(s.server.url)
+        loads = LoadPlan(tuple(concurrencies), tuple(request_rates), arrivals)
+        points = eventloop.run(measure_points(s, plan, loads, settings, "baseline", on_point,
+                                              metrics_url=metrics))
     failed = [p for p in points if p.status == "failed"]
     if failed and len(failed) == len(points):
         raise LoadError(f"every request failed: {failed[0].first_error}")
-    return MeasureResult(model=model, server=server_info, points=points, results_path=results_path)
+    return MeasureResult(model=model, server=server_info, points=points, results_path=s.results.path)
 
 
 def load_workers(m: Measurement) -> list[dict] | None:
@@ -185,7 +163,7 @@ def summary_json(result: MeasureResult) -> dict:
             "stable": p.stable,
             "status": p.status,
             "server_ms": s.server_ms,
-            **point_load(p),
+            **point_load(p).to_dict(),
             "client": s.client,
             "telemetry": s.telemetry,
             "first_response_ms": s.first_response_ms,

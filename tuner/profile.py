@@ -88,6 +88,7 @@ class Profile:
     measurement: LoadSettings = field(default_factory=LoadSettings)
     text: str = ""
     overrides: dict = field(default_factory=dict)  # CLI flags applied over the file
+    base_dir: Path | None = None  # the folder relative paths in the profile resolve against
 
     @property
     def sha256(self) -> str:
@@ -239,8 +240,24 @@ def _rules(s: _Reader, value) -> tuple[str, ...]:
     return rules
 
 
-def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
+@dataclass(frozen=True)
+class _Where:
+    """Where a profile came from: `path` names it in messages; relative paths in it
+    (config, certificates) resolve against `base_dir`, the folder the profile was written in."""
+
+    path: Path
+    base_dir: Path
+    check_files: bool  # certificate files must exist (False: re-rendering a run on another machine)
+
+    def file(self, value: str) -> Path:
+        return Path(value) if Path(value).is_absolute() else self.base_dir / value
+
+
+def parse_profile(text: str, path: Path | str = "<profile>", *, base_dir: Path | None = None,
+                  check_files: bool = True) -> Profile:
+    """A validated Profile; `base_dir` (default: the profile's folder) anchors relative paths."""
     path = Path(path)
+    at = _Where(path, Path(base_dir) if base_dir is not None else path.parent, check_files)
     where = str(path)
     try:
         doc = tomllib.loads(text)
@@ -250,8 +267,20 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
     for section in doc:
         if section not in known:
             raise ProfileError(f"{where}: [{section}]: unknown section; sections are {', '.join(sorted(known))}")
+    model = _model_section(_Reader(where, doc.get("model", {}), "model"), at)
+    constraints = _constraints_section(_Reader(where, doc.get("constraints", {}), "constraints"))
+    tls, headers = _server_section(_Reader(where, doc.get("server", {}), "server"), at)
+    return Profile(
+        name=path.stem, path=path, tls=tls, headers=headers, **model,
+        search=_search_section(_Reader(where, doc.get("search", {}), "search")),
+        constraints=constraints,
+        goal=_objective_section(_Reader(where, doc.get("objective", {}), "objective"), constraints),
+        measurement=_measurement_section(_Reader(where, doc.get("measurement", {}), "measurement")),
+        text=text, base_dir=at.base_dir,
+    )
 
-    m = _Reader(where, doc.get("model", {}), "model")
+
+def _model_section(m: _Reader, at: _Where) -> dict:
     model = m.get("name", str, "", required=True)
     if not model.strip():
         m.fail("model.name", "must not be empty")
@@ -262,15 +291,19 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
     data = m.get("data", str, "random")
     if data not in ("random", "zeros"):
         m.fail("model.data", f"must be \"random\" or \"zeros\", got {data!r}")
-    shapes_tbl = m.get("shapes", dict, {})
     shapes: dict[str, list[int]] = {}
-    for name, dims in shapes_tbl.items():
-        if not isinstance(dims, list) or not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+    for name, dims in m.get("shapes", dict, {}).items():
+        if not isinstance(dims, list) or not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
+                                                         for d in dims):
             m.fail(f"model.shapes.{name}", f"must be a list of positive integers (the per-request dims), got {dims!r}")
         shapes[name] = list(dims)
     m.finish()
+    return {"model": model, "version": str(version), "url": url,
+            "config_path": at.file(config_path) if config_path else None,
+            "first_dim_is_batch": first_dim_is_batch, "data": data, "shapes": shapes}
 
-    s = _Reader(where, doc.get("search", {}), "search")
+
+def _search_section(s: _Reader) -> SearchSpace:
     d = SearchSpace()
     search = SearchSpace(
         max_batch_size=s.int_list("max_batch_size", d.max_batch_size, minimum=1),
@@ -288,8 +321,10 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
     if max(search.concurrency) > 4096:
         s.fail("search.concurrency", "values above 4096 are not supported")
     s.finish()
+    return search
 
-    c = _Reader(where, doc.get("constraints", {}), "constraints")
+
+def _constraints_section(c: _Reader) -> Constraints:
     dc = Constraints()
     constraints = Constraints(
         latency_percentile=c.get("latency_percentile", str, dc.latency_percentile),
@@ -304,16 +339,16 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
     if constraints.max_error_rate >= 1:
         c.fail("constraints.max_error_rate", "is a fraction: must be < 1 (e.g. 0.001)")
     c.finish()
+    return constraints
 
-    sv = _Reader(where, doc.get("server", {}), "server")
-    base = path.parent
 
+def _server_section(sv: _Reader, at: _Where) -> tuple[TlsSettings, tuple[tuple[str, str], ...]]:
     def cert(key: str) -> Path | None:
         v = sv.get(key, str, "")
         if not v:
             return None
-        f = Path(v) if Path(v).is_absolute() else base / v
-        if not f.exists():
+        f = at.file(v)
+        if at.check_files and not f.exists():
             sv.fail(sv.key(key), f"file {f} does not exist; give the PEM file's path")
         return f
 
@@ -326,8 +361,10 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
                     "stored with the results, so it never holds a secret; or pass --header")
         headers.append((hname.lower(), hvalue))
     sv.finish()
+    return tls, tuple(headers)
 
-    o = _Reader(where, doc.get("objective", {}), "objective")
+
+def _objective_section(o: _Reader, constraints: Constraints) -> str:
     goal = o.get("goal", str, "max_throughput")
     if goal not in GOALS:
         o.fail("objective.goal", f"must be one of {', '.join(GOALS)}")
@@ -335,8 +372,10 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
         o.fail("objective.goal", "min_latency needs the required throughput: set "
                                  "[constraints] min_throughput_infer_per_s > 0")
     o.finish()
+    return goal
 
-    r = _Reader(where, doc.get("measurement", {}), "measurement")
+
+def _measurement_section(r: _Reader) -> LoadSettings:
     dm = LoadSettings()
     settings = LoadSettings(
         warmup_s=float(r.number("warmup_s", dm.warmup_s, minimum=0)),
@@ -346,7 +385,7 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
         stability_pct=float(r.number("stability_pct", dm.stability_pct, positive=True)),
         request_timeout_s=float(r.number("request_timeout_s", dm.request_timeout_s, positive=True)),
     )
-    workers = r.get("workers", (int, str), 0)  # a count, "ray" or "ray://HOST:PORT" (distributed.py)
+    workers = r.get("workers", (int, str), 0)  # a count, "ray" or "ray://HOST:PORT" (load/raypool.py)
     ray_actors = int(r.number("ray_actors", 0, minimum=0, integer=True))
     if isinstance(workers, str):
         if workers != "ray" and not workers.startswith("ray://"):
@@ -360,16 +399,7 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
     if settings.max_windows < settings.min_windows:
         r.fail("measurement.max_windows", f"must be >= min_windows ({settings.min_windows})")
     r.finish()
-
-    if config_path and not Path(config_path).is_absolute():
-        config_path = str(path.parent / config_path)
-
-    return Profile(
-        name=path.stem, path=path, model=model, version=str(version), url=url, tls=tls, headers=tuple(headers),
-        config_path=Path(config_path) if config_path else None,
-        first_dim_is_batch=first_dim_is_batch, data=data, shapes=shapes, search=search,
-        constraints=constraints, goal=goal, measurement=settings, text=text,
-    )
+    return settings
 
 
 RUN_PROFILE = "profile.toml"
@@ -382,21 +412,27 @@ def save_run_profile(run_dir: Path, profile: Profile) -> None:
 
     run_dir = Path(run_dir)
     (run_dir / RUN_PROFILE).write_text(profile.text, encoding="utf-8")
+    # relative paths in the profile (config, certificates) were written against its own folder
+    base_dir = str(Path(profile.base_dir).resolve()) if profile.base_dir is not None else None
     (run_dir / RUN_OVERRIDES).write_text(
-        json.dumps({"name": profile.name, "overrides": profile.overrides}, indent=2) + "\n", encoding="utf-8")
+        json.dumps({"name": profile.name, "overrides": profile.overrides, "base_dir": base_dir}, indent=2) + "\n",
+        encoding="utf-8")
 
 
-def load_run_profile(run_dir: Path) -> Profile:
-    """The profile a run folder was measured with, overrides included."""
+def load_run_profile(run_dir: Path, *, check_files: bool = False) -> Profile:
+    """The profile a run folder was measured with, overrides included; relative paths in it
+    resolve where the profile was written, not in the run folder. `check_files`: its
+    certificate files must exist (to reach the server again; a re-render needs none)."""
     import json
 
     run_dir = Path(run_dir)
     path = run_dir / RUN_PROFILE
     if not path.exists():
         raise ProfileError(f"{run_dir} has no {RUN_PROFILE}: not a run folder written by `tuner sweep`")
-    profile = parse_profile(path.read_text(encoding="utf-8"), path)
-    extra = {"name": profile.name, "overrides": {}}
+    extra = {"overrides": {}}
     if (run_dir / RUN_OVERRIDES).exists():
         extra = json.loads((run_dir / RUN_OVERRIDES).read_text(encoding="utf-8"))
+    base_dir = Path(extra["base_dir"]) if extra.get("base_dir") else None
+    profile = parse_profile(path.read_text(encoding="utf-8"), path, base_dir=base_dir, check_files=check_files)
     profile = replace(profile, name=extra.get("name", profile.name))
     return profile.with_overrides(**extra.get("overrides", {}))

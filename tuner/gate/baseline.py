@@ -3,7 +3,9 @@
 A baseline is one JSON file, by default next to its profile
 (`profiles/<name>.baseline.json`), small enough to commit (tens of KB for a
 sweep's original and recommended configs), and enough to re-run every
-statistic `tuner compare` needs.
+statistic `tuner compare` needs. It is read back into a `Dataset` by
+`tuner.gate.dataset.read_baseline`, beside results files, so that comparing
+never depends on this module.
 
 Format "tuner-baseline", schema 1:
 
@@ -16,7 +18,7 @@ Format "tuner-baseline", schema 1:
       "model": "synthetic",
       "source": {"path": "reports/synthetic-...", "command": "sweep", "profile_sha256": "...",
                  "started_at": "..."},
-      "environment": {...},                 # the source run's environment (tuner.environment), or null
+      "environment": {...},                 # the source run's environment (tuner.results.environment), or null
       "settings": {"warmup_s": 0.5, "window_s": 0.5, "min_windows": 3, "max_windows": 4,
                    "stability_pct": 10.0, "request_timeout_s": 30.0} | null,
       "max_samples_per_point": 1000,
@@ -59,13 +61,13 @@ import time
 from pathlib import Path
 
 from tuner import __version__
-from tuner.gate.compare import (CompareError, ConfigData, Dataset, MAX_SAMPLES_PER_POINT, PointData,
-                                dataset_from_results)
 from tuner.errors import StoreError
+from tuner.gate.dataset import (BASELINE_FORMAT, BASELINE_SCHEMA, MAX_SAMPLES_PER_POINT, PointData,
+                                dataset_from_results, read_baseline, read_baseline_doc)
+from tuner.gate.errors import CompareError
+from tuner.results.records import RunRecord
 from tuner.results.store import RESULTS_FILE, load_results, write_atomic
 
-FORMAT = "tuner-baseline"
-SCHEMA = 1
 SUFFIX = ".baseline.json"
 
 
@@ -79,13 +81,13 @@ def default_path(profile: str, profiles_dir: Path | None = None) -> Path:
     return Path(profiles_dir or PROFILES_DIR) / f"{profile}{SUFFIX}"
 
 
-def _settings_of(run_dir: Path, meta: dict) -> dict | None:
+def _settings_of(run_dir: Path, run: RunRecord | None) -> dict | None:
     try:
         from tuner.profile import load_run_profile
 
         return dict(load_run_profile(run_dir).measurement.__dict__)
     except Exception:  # noqa: BLE001 - not a sweep folder: the run record may say
-        return meta.get("settings")
+        return run.settings if run else None
 
 
 def _point_doc(p: PointData) -> dict:
@@ -107,7 +109,7 @@ def build_baseline(run_dir: Path, profile: str, *, all_candidates: bool = False,
     if max_samples < 10:
         raise CompareError(f"--max-samples must be >= 10, got {max_samples}")
     ds = dataset_from_results(results_path, all_candidates=all_candidates, max_samples=max_samples)
-    meta = load_results(results_path).meta
+    run = load_results(results_path).run
     configs = []
     for c in ds.configs.values():
         pts = [p for _, p in sorted(c.points.items()) if p.ok]
@@ -118,16 +120,17 @@ def build_baseline(run_dir: Path, profile: str, *, all_candidates: bool = False,
         raise StoreError(f"{run_dir}: no successful load point to keep as a baseline")
     recommended = ds.recommended if any(c["key"] == ds.recommended for c in configs) else None
     return {
-        "format": FORMAT,
-        "schema": SCHEMA,
+        "format": BASELINE_FORMAT,
+        "schema": BASELINE_SCHEMA,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "tuner_version": __version__,
         "profile": Path(profile).stem if Path(profile).suffix == ".toml" else profile,
         "model": ds.model,
-        "source": {"path": str(run_dir), "command": meta.get("command"),
-                   "profile_sha256": meta.get("profile_sha256"), "started_at": meta.get("started_at")},
+        "source": {"path": str(run_dir), "command": run.command if run else None,
+                   "profile_sha256": run.profile_sha256 if run else None,
+                   "started_at": run.started_at if run else None},
         "environment": ds.environment,
-        "settings": _settings_of(run_dir if run_dir.is_dir() else run_dir.parent, meta),
+        "settings": _settings_of(run_dir if run_dir.is_dir() else run_dir.parent, run),
         "max_samples_per_point": max_samples,
         "recommended": recommended,
         "configs": configs,
@@ -152,45 +155,6 @@ def save_baseline(run_dir: Path, profile: str, out: Path | None = None, *, all_c
     except OSError as err:
         raise StoreError(f"cannot write the baseline {path}: {err}") from None
     return path
-
-
-def read_baseline_doc(path: Path) -> dict:
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CompareError(f"{path}: no such baseline file; save one with `tuner baseline save RUN_DIR "
-                           "--profile NAME`") from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CompareError(f"{path}: not a readable baseline file: {err}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CompareError(f"{path}: not a tuner baseline (no \"format\": \"{FORMAT}\")")
-    schema = doc.get("schema")
-    if not isinstance(schema, int) or schema < 1:
-        raise CompareError(f"{path}: baseline has no valid schema number")
-    if schema > SCHEMA:
-        raise CompareError(f"{path}: baseline schema {schema} is newer than this tuner reads ({SCHEMA}); "
-                           "upgrade tuner")
-    return doc
-
-
-def read_baseline(path: Path) -> Dataset:
-    doc = read_baseline_doc(path)
-    configs: dict[str, ConfigData] = {}
-    try:
-        for c in doc["configs"]:
-            conf = ConfigData(key=str(c["key"]), roles=list(c.get("roles", [])), spec=dict(c["spec"]))
-            for p in c["points"]:
-                pd = PointData.from_dict(p)
-                conf.points[pd.concurrency] = pd
-            configs[conf.key] = conf
-    except (KeyError, TypeError, ValueError) as err:
-        raise CompareError(f"{path}: damaged baseline ({type(err).__name__}: {err}); save it again") from None
-    if not configs:
-        raise CompareError(f"{path}: baseline holds no configs")
-    return Dataset(source=str(path), kind="baseline", model=str(doc.get("model", "")),
-                   environment=doc.get("environment"), configs=configs, recommended=doc.get("recommended"),
-                   settings=doc.get("settings"), created_at=str(doc.get("created_at", "")))
 
 
 def show_baseline(path: Path, console=None) -> None:

@@ -1,7 +1,7 @@
 """Load generation: the only async code in tuner.
 
-A load point runs in one or several load processes (`workers.py`), each with
-its own event loop and gRPC channel:
+A load point runs in this process or in several load processes (`pool.py`)
+or Ray actors (`raypool.py`), each with its own event loop and gRPC channel:
 - closed loop: N requests in flight (`LoadClient.closed_loop`);
 - open loop: requests sent at a target rate with constant or Poisson
   arrivals (`LoadClient.open_loop`); latency is measured from each request's
@@ -16,11 +16,14 @@ checked, and one response in `check_every` (and any of a new length) is
 parsed and checked for every declared output at its byte size. An empty or
 mis-sized output counts as an error, never a success.
 
-The parts: `request.py` (the request and the response checks), `loadspec.py`
+The parts: `request.py` (the request and the response checks), `spec.py`
 (settings, what load to offer, each process's share), `schedule.py` (timer
-and arrival times), `engine.py` (one process's sends and records),
-`workers.py` / `distributed.py` (several processes, Ray actors); this module
-runs a point window by window (`LoadClient`) and re-exports the public names.
+and arrival times), `channel.py` (the gRPC channel and its raw methods),
+`engine.py` (one process's sends and records), `source.py` (the interface
+every load source implements, and the in-process one), `worker.py` (what a
+load process or Ray actor runs), `pool.py` / `raypool.py` (several
+processes, Ray actors); this module runs a point window by window from a
+source (`LoadClient`) and re-exports the public names.
 
 Each process only records timestamps; windows are cut at fixed boundaries of
 the system-wide monotonic clock (`time.perf_counter_ns`, CLOCK_MONOTONIC on
@@ -35,25 +38,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 
-import grpc
 from tritonclient.grpc import service_pb2
 
+from tuner.errors import LoadError, TunerError
 from tuner.load import telemetry
-from tuner.server.connection import Connection, as_connection
-from tuner.load.engine import LocalSource
-from tuner.errors import LoadError
-from tuner.load.spec import ARRIVALS, LoadSettings, LoadShare, LoadSpec, PointSamples, resolve_workers
+from tuner.load.channel import LoadChannel
+from tuner.load.pool import WorkerPool
+from tuner.load.raypool import RayPool
 from tuner.load.request import DTYPES, RequestPlan, ResponseChecker, build_request, check_response
+from tuner.load.source import LoadSource, LocalSource, load_error
+from tuner.load.spec import ARRIVALS, LoadSettings, LoadShare, LoadSpec, PointSamples, resolve_workers
 from tuner.results.stats import ServerDelta, is_stable
+from tuner.server.connection import Connection, as_connection
 
-# The load's public names, wherever they live (`from tuner.load import ...`).
+# The load's public names, wherever they live.
 __all__ = ["ARRIVALS", "DTYPES", "LoadClient", "LoadSettings", "LoadShare", "LoadSpec", "PointSamples",
            "RequestPlan", "ResponseChecker", "build_request", "check_response"]
 
-INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
-STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
-STATS_METHOD = "/inference.GRPCInferenceService/ModelStatistics"
+METRICS_PAUSE_S = 30.0  # after a failed scrape: don't wait on a dead endpoint every window
 
 
 def _server_delta(before: service_pb2.ModelStatisticsResponse | None,
@@ -92,7 +96,7 @@ def _server_delta(before: service_pb2.ModelStatisticsResponse | None,
 
 
 class LoadClient:
-    """One gRPC channel to a server (and load processes when asked), reused across load points.
+    """One gRPC channel to a server (and load processes or Ray actors when asked), reused across load points.
 
     `url` is host:port or a `connection.Connection` (TLS, request headers);
     `metrics_url` is the server's Prometheus endpoint (None: no telemetry).
@@ -104,22 +108,13 @@ class LoadClient:
         self.model = model
         self.version = version
         self.metrics_url = metrics_url
-        self.channel: grpc.aio.Channel | None = None
-        self._pool = None
+        self.channel: LoadChannel | None = None
+        self._pool: WorkerPool | RayPool | None = None
+        self._pool_key: tuple = ()  # what the pool was started for; a point asking for the same reuses it
         self._metrics_off_until = 0.0
 
     async def __aenter__(self) -> "LoadClient":
-        self.channel = self.connection.aio_channel()
-        self._metadata = self.connection.metadata() or None
-        self._infer = self.channel.unary_unary(INFER_METHOD, request_serializer=None, response_deserializer=None)
-        self._stream = self.channel.stream_stream(STREAM_METHOD, request_serializer=None,
-                                                  response_deserializer=None)
-        self._stats = self.channel.unary_unary(
-            STATS_METHOD,
-            request_serializer=service_pb2.ModelStatisticsRequest.SerializeToString,
-            response_deserializer=service_pb2.ModelStatisticsResponse.FromString,
-        )
-        self._stats_req = service_pb2.ModelStatisticsRequest(name=self.model, version=self.version)
+        self.channel = await LoadChannel(self.connection, self.model, self.version).open()
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -130,10 +125,8 @@ class LoadClient:
             await self.channel.close()
 
     async def statistics(self) -> service_pb2.ModelStatisticsResponse | None:
-        try:
-            return await self._stats(self._stats_req, timeout=5.0, metadata=self._metadata)
-        except grpc.aio.AioRpcError:
-            return None  # a breakdown is "not available", never a failed point
+        """The model's statistics; None when not available (never a failed point)."""
+        return await self.channel.statistics()
 
     async def telemetry(self) -> telemetry.Snapshot | None:
         """One scrape of the server's metrics; None (and a pause) when not available."""
@@ -142,7 +135,7 @@ class LoadClient:
         loop = asyncio.get_running_loop()
         snap = await loop.run_in_executor(None, telemetry.scrape, self.metrics_url, self.model, self.version)
         if snap is None:
-            self._metrics_off_until = time.monotonic() + 30.0  # don't wait on a dead endpoint every window
+            self._metrics_off_until = time.monotonic() + METRICS_PAUSE_S
         return snap
 
     async def closed_loop(self, plan: RequestPlan, concurrency: int, settings: LoadSettings) -> PointSamples:
@@ -159,63 +152,61 @@ class LoadClient:
         return await self.run(plan, LoadSpec(rate=float(rate), arrivals=arrivals), settings)
 
     async def run(self, plan: RequestPlan, spec: LoadSpec, settings: LoadSettings) -> PointSamples:
-        if settings.ray_address:
-            return await self._run_ray(plan, spec, settings)
-        n = resolve_workers(spec, settings)
-        if n > 1:
-            from tuner.load.pool import WorkerPool
+        """One point from the source the settings ask for: Ray actors, load processes, or this process.
 
-            if self._pool is None or self._pool.n != n:
-                if self._pool is not None:
-                    await self._pool.close()
-                    self._pool = None
-                pool = WorkerPool(self.connection, self.model, self.version, n)
-                await pool.start()
-                self._pool = pool
-            try:
-                return await self._measure(spec, settings, self._pool.source(plan, spec, settings), n)
-            except BaseException:
-                pool, self._pool = self._pool, None  # its processes may be mid-point: start afresh
-                await pool.close()
-                raise
-        return await self._measure(spec, settings, LocalSource(self, plan, spec, settings), n)
-
-    async def _run_ray(self, plan: RequestPlan, spec: LoadSpec, settings: LoadSettings) -> PointSamples:
-        from tuner.load.raypool import RayPool
-
-        key = (settings.ray_address, max(0, settings.workers))
-        if self._pool is None or getattr(self._pool, "key", None) != key:
-            if self._pool is not None:
-                await self._pool.close()
-                self._pool = None
-            pool = RayPool(self.connection, self.model, self.version, settings.ray_address, key[1])
-            pool.key = key
-            await pool.start()
-            self._pool = pool
+        The boundary where a failure inside a source becomes a LoadError (`source.load_error`).
+        """
         try:
-            return await self._measure(spec, settings, self._pool.source(plan, spec, settings), self._pool.n)
-        except BaseException:
+            if settings.ray_address:
+                address, actors = settings.ray_address, max(0, settings.workers)
+                return await self._run_pooled(plan, spec, settings, ("ray", address, actors), lambda: RayPool(
+                    self.connection, self.model, self.version, address, actors))
+            n = resolve_workers(spec, settings)
+            if n > 1:
+                return await self._run_pooled(plan, spec, settings, ("processes", n), lambda: WorkerPool(
+                    self.connection, self.model, self.version, n))
+            return await self._measure(spec, settings, LocalSource(self.channel, plan, spec, settings), 1)
+        except TunerError:
+            raise
+        except Exception as err:
+            raise load_error(err) from err
+
+    async def _run_pooled(self, plan: RequestPlan, spec: LoadSpec, settings: LoadSettings, key: tuple,
+                          new_pool: Callable[[], "WorkerPool | RayPool"]) -> PointSamples:
+        """A point from the client's pool, started (`start()`) when there is none for `key` yet."""
+        if self._pool is not None and self._pool_key != key:
             pool, self._pool = self._pool, None
+            await pool.close()
+        if self._pool is None:
+            pool = new_pool()
+            await pool.start()
+            self._pool, self._pool_key = pool, key
+        pool = self._pool
+        try:
+            return await self._measure(spec, settings, pool.source(plan, spec, settings), pool.n)
+        except BaseException:
+            self._pool = None  # its workers may be mid-point: start afresh
             await pool.close()
             raise
 
-    async def _measure(self, spec: LoadSpec, settings: LoadSettings, source, n: int) -> PointSamples:
+    async def _measure(self, spec: LoadSpec, settings: LoadSettings, source: LoadSource,
+                       workers: int) -> PointSamples:
         result = PointSamples(concurrency=spec.concurrency if spec.rate <= 0 else 0,
                               request_rate=spec.rate if spec.rate > 0 else None,
-                              arrivals=spec.arrivals if spec.rate > 0 else "closed", workers=n)
+                              arrivals=spec.arrivals if spec.rate > 0 else "closed", workers=workers)
         window_ns = int(settings.window_s * 1e9)
-        t_start = time.perf_counter_ns() + source.start_delay_ns
-        await source.start(t_start)
+        t_start_ns = time.perf_counter_ns() + source.start_delay_ns
+        await source.start(t_start_ns)
         try:
-            b = t_start + int(settings.warmup_s * 1e9)
-            await source.window(0, b)  # the warm-up: discarded
+            boundary_ns = t_start_ns + int(settings.warmup_s * 1e9)
+            await source.window(0, boundary_ns)  # the warm-up
             stats_before = await self.statistics()
             tele_before = await self.telemetry()
             k = 0
             while True:
                 k += 1
-                b += window_ns
-                window = await source.window(k, b)
+                boundary_ns += window_ns
+                window = await source.window(k, boundary_ns)
                 if window is None:  # the load stopped (every request path died)
                     break
                 stats_after = await self.statistics()

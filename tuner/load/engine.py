@@ -13,21 +13,17 @@ import asyncio
 import time
 from array import array
 from bisect import bisect_left
-from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from tuner.errors import LoadError
-from tuner.load.spec import (LoadSettings, LoadShare, LoadSpec, SPIN_LEAD_NS, SPIN_MAX_RATE, max_inflight,
-                             use_stream)
+from tuner.load.channel import LoadChannel
+from tuner.load.spec import LoadSettings, LoadShare, SPIN_LEAD_NS, SPIN_MAX_RATE, max_inflight, use_stream
 from tuner.load.request import RequestPlan, ResponseChecker, check_parsed, stream_payload
 from tuner.load.schedule import Schedule, Timer
 from tuner.results.stats import LATE_SEND_MS, WindowSample
 
-if TYPE_CHECKING:
-    from tuner.load.client import LoadClient
 
 def _us(values_ns: array) -> list[int]:
     return (np.frombuffer(values_ns, dtype=np.int64) // 1000).tolist() if len(values_ns) else []
@@ -53,8 +49,11 @@ class Engine:
     # VM, so 20 a second (40 samples in a 2 s window) rather than 100.
     TICK_NS = 50_000_000
 
-    def __init__(self, client: "LoadClient", plan: RequestPlan, settings: LoadSettings, share: LoadShare):
-        self.client = client
+    def __init__(self, channel: LoadChannel, plan: RequestPlan, settings: LoadSettings, share: LoadShare):
+        self.channel = channel
+        # bound once: `_fire_unary` runs per request
+        self.infer = channel.infer
+        self.metadata = channel.metadata
         self.plan = plan
         self.settings = settings
         self.share = share
@@ -146,10 +145,10 @@ class Engine:
 
     # -- closed loop, unary
     async def _closed_unary(self) -> None:
-        infer = self.client._infer
+        infer = self.infer
         payload = self.plan.payload
         timeout = self.settings.request_timeout_s
-        md = self.client._metadata
+        md = self.metadata
         perf = time.perf_counter_ns
         check = self.checker
         ends, lats = self.ends.append, self.lats.append
@@ -220,8 +219,7 @@ class Engine:
         self.inflight += 1
         # The call is made here, not in the task: its send is queued now, one
         # event-loop turn earlier than from inside a new task.
-        call = self.client._infer(self.plan.payload, timeout=self.settings.request_timeout_s,
-                                  metadata=self.client._metadata)
+        call = self.infer(self.plan.payload, timeout=self.settings.request_timeout_s, metadata=self.metadata)
         task = asyncio.get_running_loop().create_task(self._one_unary(call, t_sched))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
@@ -375,7 +373,7 @@ class Streamer:
             first = False
             for _ in range(concurrency):
                 self.send(time.perf_counter_ns())
-            self.call = e.client._stream(self._requests(self.queue), timeout=None, metadata=e.client._metadata)
+            self.call = e.channel.stream(self._requests(self.queue), timeout=None, metadata=e.metadata)
             try:
                 async for raw in self.call:
                     self._handle(raw)
@@ -439,35 +437,3 @@ class Streamer:
         e.inflight = len(self.pending)
         if self.concurrency and e.running:
             self.send(time.perf_counter_ns())
-
-
-class LocalSource:
-    """The load of a point in this process and event loop."""
-
-    start_delay_ns = 1_000_000
-
-    def __init__(self, client: LoadClient, plan: RequestPlan, spec: LoadSpec, settings: LoadSettings):
-        self.engine = Engine(client, plan, settings, spec.share(0, 1))
-
-    async def start(self, t_start: int) -> None:
-        self.engine.start(t_start)
-
-    async def window(self, k: int, b: int) -> WindowSample | None:
-        await asyncio.sleep(max(0.0, (b - time.perf_counter_ns()) / 1e9))
-        eng = self.engine
-        if eng.crashed is not None:
-            raise LoadError(f"the load generator failed: {eng.crashed!r}") from eng.crashed
-        if not eng.alive():
-            return None
-        return eng.cut(b)
-
-    async def stop(self) -> None:
-        await self.engine.stop()
-        if self.engine.crashed is not None:
-            raise LoadError(f"the load generator failed: {self.engine.crashed!r}") from self.engine.crashed
-
-    def errors(self) -> tuple[dict[str, int], str]:
-        return dict(self.engine.error_kinds), self.engine.first_error
-
-    def worker_windows(self) -> None:
-        return None

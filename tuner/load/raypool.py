@@ -4,10 +4,11 @@
 RAY_ADDRESS) or `--workers ray://HOST:PORT` (an existing cluster through Ray
 Client) runs a point's load in Ray actors, one per alive node by default
 (`LoadSettings.workers` N > 0: N actors), spread over the nodes (actor i on
-node i mod nodes, soft node affinity). Each actor runs exactly what a load process runs
-(`workers._run_share`: one event loop, one gRPC channel, `engine.Engine`) in a
+node i mod nodes, hard node affinity). Each actor runs exactly what a load process runs
+(`worker.run_share`: one event loop, one gRPC channel, `engine.Engine`) in a
 thread of its own, and hands each window's raw samples to the driver, which
-merges them exactly (`stats.merge_windows`), as for local processes.
+merges them exactly (`stats.merge_windows`), as for local processes
+(`RaySource`).
 
 Clocks. The driver picks the start and the window boundaries on its own
 monotonic clock. An actor on the same boot of the same machine (same
@@ -36,13 +37,23 @@ import queue
 import socket
 import threading
 import time
+from dataclasses import replace
 
 from tuner.errors import LoadError
+from tuner.load.channel import LoadChannel
+from tuner.load.eventloop import new_event_loop
+from tuner.load.source import LoadSource, SourceError, sleep_until_ns
+from tuner.load.worker import ShareJob, first_crash, merge_errors, run_share, window_timeout_s
 from tuner.results.stats import WindowSample, client_summary, merge_windows
+from tuner.server.connection import Connection, as_connection
 
 INSTALL_HINT = "load from a Ray cluster needs Ray: pip install 'tuner[distributed]'"
 START_DELAY_NS = 1_000_000_000  # time for every actor to get the point before its start
 READY_TIMEOUT_S = 120.0
+CHANNEL_TIMEOUT_S = 60.0
+CLOSE_TIMEOUT_S = 10.0
+START_CALL_TIMEOUT_S = 60.0
+STOP_CALL_TIMEOUT_S = 30.0
 
 
 def parse_workers(value: "str | int | None") -> tuple[int, str | None]:
@@ -79,7 +90,7 @@ def boot_id() -> str:
 
 
 class _QueueConn:
-    """The pipe end `workers._run_share` sends to, as a queue."""
+    """The pipe end `worker.run_share` sends to, as a queue."""
 
     def __init__(self, q: "queue.Queue"):
         self.q = q
@@ -91,17 +102,13 @@ class _QueueConn:
 class LoadActor:
     """One Ray actor: the code of one load process, on whatever node Ray put it."""
 
-    def __init__(self, url, model: str, version: str, index: int):
-        from tuner.load.client import LoadClient
-
+    def __init__(self, url: "str | Connection", model: str, version: str, index: int):
         self.index = index
-        from tuner.load.eventloop import new_event_loop
-
         self.loop = new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="tuner-load", daemon=True)
         self.thread.start()
-        self.client = LoadClient(url, model, version)
-        asyncio.run_coroutine_threadsafe(self.client.__aenter__(), self.loop).result(60)
+        self.channel = LoadChannel(as_connection(url), model, version)
+        asyncio.run_coroutine_threadsafe(self.channel.open(), self.loop).result(CHANNEL_TIMEOUT_S)
         self.stop_event = threading.Event()
         self.q: queue.Queue = queue.Queue()
         self.future = None
@@ -112,19 +119,13 @@ class LoadActor:
         return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
                 "pid": os.getpid(), "boot_id": boot_id()}
 
-    def run(self, plan, share, settings, clock: tuple, warmup_ns: int, window_ns: int, max_windows: int) -> None:
-        """Start a point; `clock` = (driver boot id, start on the driver's monotonic clock, start wall time)."""
-        from tuner.load.pool import _run_share
-
-        driver_boot, start_mono, start_wall = clock
-        if driver_boot and driver_boot == boot_id():
-            t_start = start_mono
-        else:
-            t_start = time.perf_counter_ns() + (start_wall - time.time_ns())
+    def run(self, job: ShareJob, driver_boot_id: str, start_wall_ns: int) -> None:
+        """Start a point; `job.t_start_ns` is on the driver's monotonic clock, `start_wall_ns` the same instant."""
+        if not (driver_boot_id and driver_boot_id == boot_id()):
+            job = replace(job, t_start_ns=time.perf_counter_ns() + (start_wall_ns - time.time_ns()))
         self.stop_event.clear()
         self.q = queue.Queue()
-        coro = _run_share(_QueueConn(self.q), self.client, plan, share, settings, t_start, warmup_ns, window_ns,
-                          max_windows, self.stop_event)
+        coro = run_share(_QueueConn(self.q), self.channel, job, self.stop_event)
         self.future = asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def next(self, timeout_s: float):
@@ -143,7 +144,7 @@ class LoadActor:
     def close(self) -> None:
         self.stop_event.set()
         try:
-            asyncio.run_coroutine_threadsafe(self.client.__aexit__(None, None, None), self.loop).result(10)
+            asyncio.run_coroutine_threadsafe(self.channel.close(), self.loop).result(CLOSE_TIMEOUT_S)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
 
@@ -151,7 +152,7 @@ class LoadActor:
 class RayPool:
     """Load actors on a Ray cluster, started once per LoadClient and reused for every point."""
 
-    def __init__(self, url, model: str, version: str, address: str, n: int = 0):
+    def __init__(self, url: "str | Connection", model: str, version: str, address: str, n: int = 0):
         self.url, self.model, self.version = url, model, version
         self.address, self.requested = address, n
         self.actors: list = []
@@ -185,13 +186,13 @@ class RayPool:
             self.infos = ray.get([a.info.remote() for a in self.actors], timeout=READY_TIMEOUT_S)
         except Exception as err:
             self._kill_all(ray)
-            raise LoadError(f"the Ray load actors did not start: {err}") from None
+            raise SourceError(f"the Ray load actors did not start: {err}") from None
         for i, info in enumerate(self.infos):
             info["worker"] = f"ray-{i}@{info['hostname']}"
         self.n = n
 
-    def source(self, plan, spec, settings) -> "_RaySource":
-        return _RaySource(self, plan, spec, settings)
+    def source(self, plan, spec, settings) -> "RaySource":
+        return RaySource(self, plan, spec, settings)
 
     def _kill_all(self, ray) -> None:
         for a in self.actors:
@@ -217,7 +218,7 @@ class RayPool:
         await loop.run_in_executor(None, close_blocking)
 
 
-class _RaySource:
+class RaySource(LoadSource):
     """A load point spread over the pool's actors, seen as one source of windows."""
 
     start_delay_ns = START_DELAY_NS
@@ -229,24 +230,24 @@ class _RaySource:
         self.dead: dict[int, str] = {}
         self.per_worker: list[list[WindowSample]] = [[] for _ in range(pool.n)]
         self.done: dict[int, tuple] = {}
-        self.window_timeout_s = settings.window_s + settings.request_timeout_s + 30.0
+        self.window_timeout_s = window_timeout_s(settings)
 
     async def _call(self, ref, timeout_s: float):
         return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout_s)
 
-    async def start(self, t_start: int) -> None:
+    async def start(self, t_start_ns: int) -> None:
         ray = import_ray()
-        s = self.settings
-        clock = (boot_id(), t_start, time.time_ns() + (t_start - time.perf_counter_ns()))
-        refs = [a.run.remote(self.plan, self.spec.share(i, self.pool.n), s, clock, int(s.warmup_s * 1e9),
-                             int(s.window_s * 1e9), s.max_windows) for i, a in enumerate(self.pool.actors)]
+        start_wall_ns = time.time_ns() + (t_start_ns - time.perf_counter_ns())
+        refs = [a.run.remote(ShareJob(self.plan, self.spec.share(i, self.pool.n), self.settings, t_start_ns),
+                             boot_id(), start_wall_ns)
+                for i, a in enumerate(self.pool.actors)]
         for i, ref in enumerate(refs):
             try:
-                await self._call(ref, 60.0)
+                await self._call(ref, START_CALL_TIMEOUT_S)
             except (ray.exceptions.RayActorError, asyncio.TimeoutError) as err:
                 self._lose(i, err)
         if not self.alive:
-            raise LoadError("every Ray load actor died before the point started")
+            raise SourceError("every Ray load actor died before the point started")
 
     def _lose(self, i: int, err) -> None:
         if i in self.alive:
@@ -272,9 +273,9 @@ class _RaySource:
                 return "lost"
         return None
 
-    async def window(self, k: int, b: int) -> WindowSample | None:
-        if k == 0:
-            await asyncio.sleep(max(0.0, (b - time.perf_counter_ns()) / 1e9))
+    async def window(self, k: int, boundary_ns: int) -> WindowSample | None:
+        if k == 0:  # the warm-up: the actors discard it themselves
+            await sleep_until_ns(boundary_ns)
             return None
         idx = list(self.alive)
         if not idx:
@@ -283,9 +284,9 @@ class _RaySource:
         lost = [self.pool.infos[i]["worker"] for i, p in zip(idx, parts) if p == "lost"]
         got = [(i, p) for i, p in zip(idx, parts) if isinstance(p, WindowSample)]
         if any(p is None for p in parts):
-            crashed = [d[2] for d in self.done.values() if d[2]]
+            crashed = first_crash(self.done)
             if crashed:
-                raise LoadError(f"a Ray load actor failed: {crashed[0]}")
+                raise SourceError(f"a Ray load actor failed: {crashed}")
         if not got:
             return None
         for i, p in got:
@@ -308,7 +309,7 @@ class _RaySource:
         ray = import_ray()
         for i in list(self.alive):
             try:
-                await self._call(self.pool.actors[i].stop.remote(), 30.0)
+                await self._call(self.pool.actors[i].stop.remote(), STOP_CALL_TIMEOUT_S)
             except (ray.exceptions.RayActorError, asyncio.TimeoutError) as err:
                 self._lose(i, err)
         for i in list(self.alive):
@@ -317,8 +318,6 @@ class _RaySource:
                     break
 
     def errors(self) -> tuple[dict[str, int], str]:
-        from tuner.load.pool import merge_errors
-
         kinds, first = merge_errors(self.done)
         if self.dead:
             kinds["WORKER_LOST"] = len(self.dead)

@@ -19,7 +19,7 @@ class LoadSettings:
     stability_pct: float = 10.0
     request_timeout_s: float = 30.0
     workers: int = 0  # load processes; 0 = automatic (`auto_workers`); with ray_address: Ray actors, 0 = one per node
-    # load from Ray actors (distributed.py): "auto" (RAY_ADDRESS or a local Ray) or "ray://HOST:PORT"; None = local
+    # load from Ray actors (raypool.py): "auto" (RAY_ADDRESS or a local Ray) or "ray://HOST:PORT"; None = local
     ray_address: str | None = None
     check_every: int = 16  # fully parse one response in N (the rest: byte length check)
     transport: str = "auto"  # "unary" | "stream" | "auto" (see `use_stream`)

@@ -2,10 +2,9 @@
 built from a run's stored results alone.
 
 Sections: headline (the recommendation against the baseline), five figures
-(latency/throughput curves, Pareto frontier, SLO-bound throughput heatmap,
-server-side breakdown, replicas needed vs target load), a sortable table of every
-candidate (skipped ones with the reason), the recommended
-config.pbtxt with its diff, and the run's metadata.
+(`tuner.report.figures`), a sortable table of every candidate (skipped ones
+with the reason), the recommended config.pbtxt with its diff, and the run's
+metadata.
 
 Every string that comes from data (model, ids, reasons, configs, profile) is
 HTML-escaped, both in the page and in figure text: Plotly JSON-encodes figure
@@ -14,329 +13,20 @@ data with `<` written as `\\u003c`, and renders the escaped entities as text.
 
 from __future__ import annotations
 
-import html
-import math
-from dataclasses import dataclass
-
 import plotly.graph_objects as go
-from plotly.colors import qualitative
-from plotly.subplots import make_subplots
 
 from tuner.profile import Profile
-from tuner.search.recommend import Constraints, OperatingPoint, Recommendation
-from tuner.results.store import Measurement, RunResults
-from tuner.results.stats import PointSummary
-
-BASELINE = "baseline"
-BREAKDOWN = (("queue", "queue"), ("compute_input", "compute input"),
-             ("compute_infer", "compute infer"), ("compute_output", "compute output"))
-FIG_HEIGHT = 480
-
-
-def esc(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _num(x: float | None) -> float | None:
-    """A finite float, or None (a gap in a figure)."""
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
-def _f(x: float | None, digits: int = 1) -> str:
-    return "—" if _num(x) is None else f"{x:,.{digits}f}"
-
-
-@dataclass(frozen=True)
-class Pt:
-    """One measured load point with its summary and whether it meets the constraints."""
-
-    m: Measurement
-    s: PointSummary
-    feasible: bool
-
-    @property
-    def cid(self) -> str:
-        return self.m.candidate_id
-
-    def lat(self, pct: str) -> float | None:
-        return _num(self.s.latency_ms.get(pct))
-
-
-def _points(results: RunResults, rec: Recommendation) -> dict[str, list[Pt]]:
-    """ok points with samples, per candidate, ordered by concurrency; baseline first.
-
-    Feasibility is the recommender's (`rec.feasible`), so the page and the
-    recommendation can never disagree.
-    """
-    feasible = {(p.candidate_id, p.concurrency) for p in rec.feasible}
-    out: dict[str, list[Pt]] = {}
-    for cid in _candidate_ids(results):
-        pts = [Pt(m, m.summary(), (cid, m.concurrency) in feasible)
-               for m in results.points_of(cid) if m.status == "ok" and m.windows]
-        if pts:
-            out[cid] = pts
-    return out
-
-
-def _candidate_ids(results: RunResults) -> list[str]:
-    ids = list(results.candidates) + [p.candidate_id for p in results.points]
-    ids = list(dict.fromkeys(ids))
-    return sorted(ids, key=lambda i: i != BASELINE)  # stable: baseline first, then run order
-
-
-def _best_feasible(pts: list[Pt], pct: str) -> Pt | None:
-    ok = [p for p in pts if p.feasible]
-    return max(ok, key=lambda p: (p.s.throughput_infer_per_s, -(p.lat(pct) or 0.0)), default=None)
-
-
-def _colors(n: int) -> list[str]:
-    return qualitative.Plotly if n <= len(qualitative.Plotly) else qualitative.Dark24
-
-
-def _layout(fig: go.Figure, title: str, x: str, y: str, **kw) -> go.Figure:
-    layout = dict(title=title, template="plotly_white", height=FIG_HEIGHT, hovermode="closest",
-                  margin=dict(l=70, r=30, t=60, b=60), yaxis_title=y)  # the first (left) y axis only
-    fig.update_layout(**(layout | kw))
-    fig.update_xaxes(title_text=x)  # every subplot's
-    return fig
-
-
-def _empty(fig: go.Figure, message: str) -> go.Figure:
-    fig.add_annotation(text=esc(message), showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
-                       font=dict(size=16, color="#777"))
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
-
-
-def _budget_line(fig: go.Figure, c: Constraints, x_max: float) -> None:
-    # A trace, not add_hline: a shape's annotation lands off-scale on a log axis.
-    name = f"budget {c.latency_percentile} ≤ {c.latency_budget_ms:g} ms"
-    fig.add_trace(go.Scatter(x=[0, max(x_max, 1.0) * 1.04], y=[c.latency_budget_ms] * 2, mode="lines", name=name,
-                             line=dict(color="#d62728", dash="dot", width=2), hovertemplate=name + "<extra></extra>"))
-
-
-def _latency_axis(fig: go.Figure, values: list[float | None]) -> None:
-    """A log axis with 1-2-5 ticks when latencies span more than a decade and a half."""
-    v = [x for x in values if x is not None and x > 0]
-    if not v or max(v) / min(v) <= 30:
-        return
-    lo, hi = math.floor(math.log10(min(v))), math.ceil(math.log10(max(v)))
-    ticks = [m * 10.0 ** e for e in range(lo, hi + 1) for m in (1, 2, 5)]
-    fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
-
-
-def _point_hover(pct: str) -> str:
-    return ("<b>%{customdata[0]}</b><br>concurrency %{customdata[1]}<br>%{x:,.1f} infer/s<br>"
-            f"{pct} %{{y:.2f}} ms<br>"
-            "p50 %{customdata[2]:.2f} ms · p99 %{customdata[3]:.2f} ms<br>"
-            "errors %{customdata[4]} · stable %{customdata[5]}<extra></extra>")
-
-
-def _customdata(pts: list[Pt]) -> list[list]:
-    return [[esc(p.cid), p.m.concurrency, p.lat("p50"), p.lat("p99"), p.s.errors,
-             "yes" if p.m.stable else "no"] for p in pts]
-
-
-def _marker(fig: go.Figure, op: OperatingPoint | None, pct: str, name: str, symbol: str, color: str) -> None:
-    if op is None or _num(op.latency_ms.get(pct)) is None:
-        return
-    fig.add_trace(go.Scatter(
-        x=[op.throughput_infer_per_s], y=[op.latency_ms[pct]], mode="markers", name=esc(name),
-        marker=dict(symbol=symbol, size=20, color=color, line=dict(color="black", width=1.5)),
-        hovertemplate=f"<b>{esc(name)}: {esc(op.candidate_id)}</b><br>concurrency {op.concurrency}"
-                      f"<br>%{{x:,.1f}} infer/s<br>{pct} %{{y:.2f}} ms<extra></extra>"))
-
-
-def fig_curves(points: dict[str, list[Pt]], rec: Recommendation) -> go.Figure:
-    c = rec.constraints
-    pct = c.latency_percentile
-    fig = go.Figure()
-    _layout(fig, f"Throughput vs {pct} latency per candidate (points ordered by concurrency)",
-            "throughput (infer/s)", f"{pct} latency (ms)", legend=dict(font=dict(size=11)))
-    if not points:
-        return _empty(fig, "no load point was measured")
-    colors = _colors(len(points))
-    for i, (cid, pts) in enumerate(points.items()):
-        base = cid == BASELINE
-        fig.add_trace(go.Scatter(
-            x=[p.s.throughput_infer_per_s for p in pts], y=[p.lat(pct) for p in pts],
-            mode="lines+markers", name=esc(cid),
-            line=dict(dash="dash", width=3, color="#444") if base else dict(width=1.5, color=colors[i % len(colors)]),
-            marker=dict(size=9 if base else 7, symbol="square" if base else "circle"),
-            customdata=_customdata(pts), hovertemplate=_point_hover(pct)))
-    _budget_line(fig, c, max(p.s.throughput_infer_per_s for pts in points.values() for p in pts))
-    if rec.baseline is not None and (rec.best is None or rec.baseline != rec.best):
-        _marker(fig, rec.baseline, pct, "baseline point", "diamond", "#bbbbbb")
-    _marker(fig, rec.best, pct, "recommended", "star", "gold")
-    _marker(fig, rec.closest, pct, "closest to the budget", "x", "#d62728")
-    _latency_axis(fig, [p.lat(pct) for pts in points.values() for p in pts] + [c.latency_budget_ms])
-    fig.update_layout(height=max(FIG_HEIGHT, 140 + 19 * len(fig.data)))  # room for the legend
-    return fig
-
-
-def pareto_frontier(pts: list[Pt], pct: str) -> list[Pt]:
-    """Points no other point beats on both throughput (higher) and latency (lower)."""
-    ordered = sorted((p for p in pts if p.lat(pct) is not None),
-                     key=lambda p: (p.lat(pct), -p.s.throughput_infer_per_s))
-    front: list[Pt] = []
-    for p in ordered:
-        if not front or p.s.throughput_infer_per_s > front[-1].s.throughput_infer_per_s:
-            front.append(p)
-    return front
-
-
-def fig_pareto(points: dict[str, list[Pt]], rec: Recommendation) -> go.Figure:
-    c = rec.constraints
-    pct = c.latency_percentile
-    fig = go.Figure()
-    _layout(fig, f"Pareto frontier: max throughput, min {pct} latency (all measured points)",
-            "throughput (infer/s)", f"{pct} latency (ms)")
-    every = [p for pts in points.values() for p in pts if p.lat(pct) is not None]
-    if not every:
-        return _empty(fig, "no load point with a latency was measured")
-    for feasible, name, color in ((True, "meets constraints", "#2ca02c"), (False, "misses constraints", "#aaaaaa")):
-        sel = [p for p in every if p.feasible == feasible]
-        if sel:
-            fig.add_trace(go.Scatter(
-                x=[p.s.throughput_infer_per_s for p in sel], y=[p.lat(pct) for p in sel], mode="markers",
-                name=name, marker=dict(size=8, color=color, opacity=0.8),
-                customdata=_customdata(sel), hovertemplate=_point_hover(pct)))
-    front = pareto_frontier(every, pct)
-    fig.add_trace(go.Scatter(
-        x=[p.s.throughput_infer_per_s for p in front], y=[p.lat(pct) for p in front], mode="lines+markers",
-        name="Pareto frontier", line=dict(color="#1f77b4", width=2.5, shape="hv"),
-        marker=dict(size=10, color="#1f77b4", symbol="circle-open", line=dict(width=2)),
-        customdata=_customdata(front), hovertemplate=_point_hover(pct)))
-    _budget_line(fig, c, max(p.s.throughput_infer_per_s for p in every))
-    _marker(fig, rec.best, pct, "recommended", "star", "gold")
-    _latency_axis(fig, [p.lat(pct) for p in every] + [c.latency_budget_ms])
-    return fig
-
-
-def _qd_label(dynamic_batching: bool, queue_delay_us: int) -> str:
-    return f"{queue_delay_us} µs" if dynamic_batching else "no dyn. batching"
-
-
-def fig_heatmap(results: RunResults, points: dict[str, list[Pt]], c: Constraints) -> go.Figure:
-    pct = c.latency_percentile
-    cands = [r for cid, r in results.candidates.items() if not r.is_baseline]
-    if not cands:
-        return _empty(_layout(go.Figure(), "Best SLO-bound throughput", "", ""), "no tuned candidate in this run")
-    counts = sorted({r.spec.instance_count for r in cands})
-    mbs = [str(x) for x in sorted({r.spec.max_batch_size for r in cands})]
-    qd_specs = sorted({(r.spec.dynamic_batching, r.spec.max_queue_delay_us) for r in cands})
-    qds = [_qd_label(db, q) for db, q in qd_specs]
-    fig = make_subplots(rows=1, cols=len(counts), shared_yaxes=True, horizontal_spacing=0.06,
-                        subplot_titles=[f"{n} instance{'s' if n > 1 else ''}" for n in counts])
-    for col, n in enumerate(counts, 1):
-        z = [[None] * len(mbs) for _ in qds]
-        label = [[""] * len(mbs) for _ in qds]
-        note = [["not in the search"] * len(mbs) for _ in qds]
-        for r in (r for r in cands if r.spec.instance_count == n):
-            i = qds.index(_qd_label(r.spec.dynamic_batching, r.spec.max_queue_delay_us))
-            j = mbs.index(str(r.spec.max_batch_size))
-            best = _best_feasible(points.get(r.candidate_id, []), pct)
-            tp = best.s.throughput_infer_per_s if best else None
-            if z[i][j] is not None and (tp is None or tp <= z[i][j]):
-                continue  # several preferred-size variants share a cell: keep the best
-            head = f"<b>{esc(r.candidate_id)}</b><br>"
-            if best is not None:
-                z[i][j], label[i][j] = tp, f"{tp:,.0f}"
-                note[i][j] = head + (f"{tp:,.1f} infer/s at {pct} {_f(best.lat(pct), 2)} ms "
-                                     f"(concurrency {best.m.concurrency})")
-            elif r.status == "failed":
-                label[i][j] = "failed"
-                note[i][j] = head + "failed: " + esc(_clip(r.reason, 120))
-            elif r.status == "skipped":
-                label[i][j] = "skipped"
-                note[i][j] = head + "skipped by the search: " + esc(_clip(r.reason, 160))
-            else:
-                label[i][j] = "—"
-                note[i][j] = head + (f"no point meets {pct} ≤ {c.latency_budget_ms:g} ms" if
-                                     points.get(r.candidate_id) else "not measured")
-        hover = "max_batch_size %{x}, queue delay %{y}<br>%{customdata}<extra></extra>"
-        fig.add_trace(go.Heatmap(x=mbs, y=qds, z=z, text=label, texttemplate="%{text}", customdata=note,
-                                 coloraxis="coloraxis", hoverongaps=False, hovertemplate=hover, xgap=3, ygap=3),
-                      row=1, col=col)
-        gaps = [(i, j) for i in range(len(qds)) for j in range(len(mbs)) if z[i][j] is None]
-        if gaps:  # a heatmap draws nothing in an empty cell: label it and keep its hover note
-            fig.add_trace(go.Scatter(
-                x=[mbs[j] for _, j in gaps], y=[qds[i] for i, _ in gaps], mode="markers+text",
-                text=[label[i][j] for i, j in gaps], customdata=[note[i][j] for i, j in gaps],
-                marker=dict(symbol="square", size=40, color="rgba(0,0,0,0)"), textfont=dict(color="#666"),
-                hovertemplate=hover, showlegend=False), row=1, col=col)
-    # explicit ranges: with every cell empty, a category axis would otherwise hug the labels
-    fig.update_xaxes(type="category", range=[-0.5, len(mbs) - 0.5])
-    fig.update_yaxes(type="category", range=[-0.5, len(qds) - 0.5])
-    return _layout(fig, f"Best throughput meeting {pct} ≤ {c.latency_budget_ms:g} ms (infer/s); "
-                        "grey cell: no feasible point", "max_batch_size", "max_queue_delay",
-                   plot_bgcolor="#ececec",
-                   coloraxis=dict(colorscale="Viridis", cmin=0), height=max(360, 140 + 80 * len(qds)))
-
-
-def fig_breakdown(points: dict[str, list[Pt]], c: Constraints) -> go.Figure:
-    pct = c.latency_percentile
-    rows: list[tuple[str, Pt]] = []
-    for cid, pts in points.items():
-        p = _best_feasible(pts, pct) or pts[0]
-        if p.s.server_ms:
-            rows.append((cid, p))
-    fig = go.Figure()
-    _layout(fig, "Server-side time per request (ms) at each candidate's best feasible load "
-                 "(lowest load if none)", "", "ms per request", barmode="stack")
-    if not rows:
-        return _empty(fig, "no server statistics were recorded")
-    ids = [esc(cid) for cid, _ in rows]
-    info = [f"concurrency {p.m.concurrency}" + ("" if p.feasible else " (none feasible: lowest load)")
-            for _, p in rows]
-    for key, name in BREAKDOWN:
-        fig.add_trace(go.Bar(x=ids, y=[_num(p.s.server_ms.get(key)) for _, p in rows], name=name,
-                             customdata=info,
-                             hovertemplate=f"%{{x}}<br>{name}: %{{y:.3f}} ms<br>%{{customdata}}<extra></extra>"))
-    fig.update_xaxes(tickangle=-30, automargin=True)
-    return fig
-
-
-def _clip(s: str, n: int) -> str:
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[: n - 1] + "…"
-
+from tuner.report.figures import (CAPACITY_HEADROOM, fig_breakdown, fig_capacity, fig_curves, fig_heatmap,
+                                  fig_pareto)
+from tuner.report.points import Pt, best_feasible, candidate_ids, measured_points
+from tuner.report.text import clip, esc, fmt_num
+from tuner.search.recommend import OperatingPoint, Recommendation
+from tuner.results.records import RunRecord
+from tuner.results.store import RunResults
 
 GOAL_TEXT = {"max_throughput": "max throughput",
              "min_latency": "min latency at the required throughput",
              "max_throughput_per_instance": "max throughput per instance"}
-CAPACITY_HEADROOM = 0.3
-
-
-def fig_capacity(results: RunResults, rec: Recommendation, headroom: float = CAPACITY_HEADROOM) -> go.Figure:
-    """Replicas (servers/GPUs) needed vs target load, for the recommended config and the baseline."""
-    from tuner.search.plan import capacity_of, capacity_steps
-
-    fig = go.Figure()
-    _layout(fig, f"Replicas needed vs target load ({headroom:.0%} headroom per replica)",
-            "target load (infer/s)", "replicas (servers / GPUs)")
-    lines = []
-    if rec.best is not None:
-        cap = capacity_of(results, rec, rec.best.candidate_id) or rec.best.throughput_infer_per_s
-        lines.append((f"recommended: {rec.best.candidate_id}", cap, "#1f77b4", "solid"))
-    if rec.baseline is not None and (rec.best is None or rec.best.candidate_id != BASELINE):
-        base_cap = capacity_of(results, rec, BASELINE)
-        if base_cap:
-            lines.append(("baseline (original config)", base_cap, "#444", "dash"))
-    lines = [ln for ln in lines if ln[1] and ln[1] > 0]
-    if not lines:
-        return _empty(fig, "no config meets the constraints: no capacity to plan with")
-    top = lines[0][1] * (1 - headroom) * 10
-    for name, cap, color, dash in lines:
-        n = max(1, min(200, math.ceil(top / (cap * (1 - headroom)))))
-        xs, ys = capacity_steps(cap, headroom, n)
-        fig.add_trace(go.Scatter(
-            x=xs, y=ys, mode="lines", name=esc(name), line=dict(color=color, dash=dash, width=2.5),
-            hovertemplate=(f"<b>{esc(name)}</b><br>up to %{{x:,.0f}} infer/s: %{{y}} replica(s)<br>"
-                           f"{cap:,.1f} infer/s per replica within the budget<extra></extra>")))
-    fig.update_xaxes(range=[0, top])
-    return fig
 
 
 def capacity_text(results: RunResults, rec: Recommendation, headroom: float = CAPACITY_HEADROOM) -> str:
@@ -345,15 +35,13 @@ def capacity_text(results: RunResults, rec: Recommendation, headroom: float = CA
     from tuner.search.plan import capacity_of
 
     cap = capacity_of(results, rec, rec.best.candidate_id) or rec.best.throughput_infer_per_s
-    return (f"One replica = one server (GPU) running the recommended config: {_f(cap)} infer/s within the budget, "
-            f"{_f(cap * (1 - headroom))} infer/s with {headroom:.0%} kept free. "
+    return (f"One replica = one server (GPU) running the recommended config: {fmt_num(cap)} infer/s within the budget, "
+            f"{fmt_num(cap * (1 - headroom))} infer/s with {headroom:.0%} kept free. "
             "<code>tuner plan RUN_DIR --target-rps N</code> sizes a fleet (replicas, expected p99, cost).")
 
 
-# ---------------------------------------------------------------- page parts
-
 def _op_line(op: OperatingPoint, pct: str) -> str:
-    return (f"{_f(op.throughput_infer_per_s)} infer/s at {esc(pct)} {_f(op.latency_ms.get(pct), 2)} ms "
+    return (f"{fmt_num(op.throughput_infer_per_s)} infer/s at {esc(pct)} {fmt_num(op.latency_ms.get(pct), 2)} ms "
             f"(concurrency {op.concurrency})")
 
 
@@ -369,16 +57,16 @@ def headline(rec: Recommendation) -> str:
                 + f", errors ≤ {c.max_error_rate * 100:g}% of requests.</p>{closest}{_unchecked_html(rec)}"
                 f'<p class="reason">{esc(rec.reason)}</p></div>')
     b = rec.best
-    line = f"Recommended config gives <b>{_f(b.throughput_infer_per_s)} infer/s</b> at {esc(pct)} " \
-           f"<b>{_f(b.latency_ms.get(pct), 2)} ms</b>"
+    line = f"Recommended config gives <b>{fmt_num(b.throughput_infer_per_s)} infer/s</b> at {esc(pct)} " \
+           f"<b>{fmt_num(b.latency_ms.get(pct), 2)} ms</b>"
     gain = ""
     if base is not None:
-        line += f" vs baseline {_f(base.throughput_infer_per_s)} at {_f(base.latency_ms.get(pct), 2)} ms"
+        line += f" vs baseline {fmt_num(base.throughput_infer_per_s)} at {fmt_num(base.latency_ms.get(pct), 2)} ms"
         if base.throughput_infer_per_s > 0:
             gain = f'<div class="stat"><span>{b.throughput_infer_per_s / base.throughput_infer_per_s:.2f}×</span>' \
                    "throughput vs baseline</div>"
-    stats = (f'<div class="stats"><div class="stat"><span>{_f(b.throughput_infer_per_s)}</span>infer/s</div>'
-             f'<div class="stat"><span>{_f(b.latency_ms.get(pct), 2)} ms</span>{esc(pct)} latency '
+    stats = (f'<div class="stats"><div class="stat"><span>{fmt_num(b.throughput_infer_per_s)}</span>infer/s</div>'
+             f'<div class="stat"><span>{fmt_num(b.latency_ms.get(pct), 2)} ms</span>{esc(pct)} latency '
              f"(budget {c.latency_budget_ms:g} ms)</div>"
              f'<div class="stat"><span>{b.concurrency}</span>concurrency</div>{gain}</div>')
     return (f'<div class="box ok"><h2>Recommended: {esc(b.candidate_id)}</h2>{stats}<p>{line}.</p>'
@@ -396,10 +84,10 @@ def candidates_table(results: RunResults, points: dict[str, list[Pt]], rec: Reco
     heads = ["candidate", "max_batch_size", "queue delay (µs)", "preferred sizes", "instances", "status",
              "best feasible infer/s", f"{pct} (ms)", "concurrency", "stable", "error rate", "failure / skip reason"]
     rows = []
-    for cid in _candidate_ids(results):
+    for cid in candidate_ids(results):
         r = results.candidates.get(cid)
         spec = r.spec if r else None
-        best = _best_feasible(points.get(cid, []), pct)
+        best = best_feasible(points.get(cid, []), pct)
         status = r.status if r else "unknown"
         reason = r.reason if r and r.status in ("failed", "skipped") else ""
         if r and status != "failed" and points.get(cid) and best is None:
@@ -412,8 +100,8 @@ def candidates_table(results: RunResults, points: dict[str, list[Pt]], rec: Reco
             (str(spec.instance_count), spec.instance_count),
         ] if spec else [none] * 4
         best_cells = [
-            (_f(best.s.throughput_infer_per_s), best.s.throughput_infer_per_s),
-            (_f(best.lat(pct), 2), best.lat(pct)),
+            (fmt_num(best.s.throughput_infer_per_s), best.s.throughput_infer_per_s),
+            (fmt_num(best.lat(pct), 2), best.lat(pct)),
             (str(best.m.concurrency), best.m.concurrency),
             ("yes" if best.m.stable else "NO", ""),
         ] if best else [("—", -1)] + [none] * 3
@@ -423,7 +111,7 @@ def candidates_table(results: RunResults, points: dict[str, list[Pt]], rec: Reco
             (esc(status), esc(status)),
             *best_cells,
             _error_rate_cell(points.get(cid, [])),
-            (f'<span title="{esc(reason)}">{esc(_clip(reason, 160))}</span>' if reason else "", ""),
+            (f'<span title="{esc(reason)}">{esc(clip(reason, 160))}</span>' if reason else "", ""),
         ]
         cls = ' class="rec"' if rec.best and rec.best.candidate_id == cid else (
             ' class="failed"' if status == "failed" else ' class="skipped"' if status == "skipped" else "")
@@ -453,31 +141,30 @@ def diff_html(diff: str) -> str:
     return "\n".join(out) if out else "(no changes: the recommended config is the original)"
 
 
-def _duration(s) -> str:
+def _duration(seconds) -> str:
     try:
-        s = int(round(float(s)))
+        seconds = int(round(float(seconds)))
     except (TypeError, ValueError):
         return "—"
-    h, rem = divmod(s, 3600)
+    h, rem = divmod(seconds, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
 
 
 def metadata(results: RunResults, rec: Recommendation, profile: Profile, summary: dict) -> str:
-    meta, c = results.meta, rec.constraints
-    server = meta.get("server") or {}
+    run, c = results.run or RunRecord(command="", model=""), rec.constraints
+    server = run.server
     failed = sum(1 for r in results.candidates.values() if r.status == "failed")
     skipped = sum(1 for r in results.candidates.values() if r.status == "skipped")
     search = summary.get("search") or {}
     measured = summary.get("candidates_measured",
                            sum(1 for r in results.candidates.values() if r.status == "loaded" and not r.is_baseline))
     rows = [
-        ("model", f"{meta.get('model') or profile.model}"
-                  + (f" (version {meta['version']})" if meta.get("version") else "")),
-        ("server", f"{server.get('url') or profile.url or 'embedded'} — Triton {server.get('version') or '?'}"
-                   + (" (embedded)" if server.get("embedded") else "")),
+        ("model", f"{run.model or profile.model}" + (f" (version {run.version})" if run.version else "")),
+        ("server", f"{server.url or profile.url or 'embedded'} — Triton {server.version or '?'}"
+                   + (" (embedded)" if server.embedded else "")),
         ("profile", f"{summary.get('profile') or profile.name} "
-                    f"(sha256 {meta.get('profile_sha256') or profile.sha256})"),
+                    f"(sha256 {run.profile_sha256 or profile.sha256})"),
         ("constraints", f"{c.latency_percentile} ≤ {c.latency_budget_ms:g} ms, ≥ {c.min_throughput_infer_per_s:g} "
                         f"infer/s, errors ≤ {c.max_error_rate * 100:g}% of requests"
                         + (f", GPU memory ≤ {c.max_gpu_memory_mb:g} MB" if c.max_gpu_memory_mb else "")),
@@ -486,9 +173,9 @@ def metadata(results: RunResults, rec: Recommendation, profile: Profile, summary
         ("search", f"{search.get('strategy') or profile.search.strategy}"
                    + (f", {search['measure_s']:.0f} s measuring" if search.get("measure_s") is not None else "")),
         ("objective", GOAL_TEXT.get(rec.goal, rec.goal)),
-        ("started", str(meta.get("started_at") or "—")),
-        ("duration", _duration(summary.get("duration_s", meta.get("duration_s")))),
-        ("tuner", str(meta.get("tuner_version") or "—")),
+        ("started", run.started_at or "—"),
+        ("duration", _duration(summary.get("duration_s", results.duration_s))),
+        ("tuner", run.tuner_version or "—"),
     ]
     trs = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     return f'<table class="meta">{trs}</table>'
@@ -548,8 +235,8 @@ document.querySelectorAll("table.sortable th").forEach(function (th) {
 def build_report(results: RunResults, rec: Recommendation, profile: Profile, original_pbtxt: str,
                  recommended_pbtxt: str, diff: str, summary: dict) -> str:
     c = rec.constraints
-    points = _points(results, rec)
-    model = results.meta.get("model") or profile.model
+    points = measured_points(results, rec)
+    model = (results.run.model if results.run else "") or profile.model
     figs = [
         ("fig-curves", fig_curves(points, rec)),
         ("fig-pareto", fig_pareto(points, rec)),

@@ -14,7 +14,8 @@ from tuner import config as cfgmod
 from tuner.errors import StoreError
 from tuner.profile import load_run_profile
 from tuner.search.recommend import OperatingPoint, Recommendation, recommend
-from tuner.results.store import RESULTS_FILE, RunResults, json_safe, load_results, read_records, write_atomic
+from tuner.results.rundir import RunLock
+from tuner.results.store import RESULTS_FILE, ResultsFile, RunResults, json_safe, load_results, write_atomic
 
 
 def _point_summary(p: OperatingPoint | None, results: RunResults) -> dict | None:
@@ -38,7 +39,7 @@ def _point_summary(p: OperatingPoint | None, results: RunResults) -> dict | None
 
 def build_summary(results: RunResults, rec: Recommendation, profile_name: str, duration_s: float,
                   strategy: str | None = None, measure_s: float | None = None) -> dict:
-    server = results.meta.get("server", {})
+    run = results.run
     loaded = [c for c in results.candidates.values() if c.status == "loaded" and not c.is_baseline]
     failed = [c for c in results.candidates.values() if c.status == "failed"]
     skipped = [c for c in results.candidates.values() if c.status == "skipped"]
@@ -48,8 +49,9 @@ def build_summary(results: RunResults, rec: Recommendation, profile_name: str, d
     return json_safe({
         "schema": 1,
         "profile": profile_name,
-        "model": results.meta.get("model"),
-        "server": {"url": server.get("url"), "version": server.get("version")},
+        "model": run.model if run else None,
+        "server": {"url": (run.server.url or None) if run else None,
+                   "version": (run.server.version or None) if run else None},
         "recommended": _point_summary(rec.best, results),
         "runner_up": _point_summary(rec.runner_up, results),
         "baseline": _point_summary(rec.baseline, results),
@@ -68,6 +70,10 @@ def build_summary(results: RunResults, rec: Recommendation, profile_name: str, d
                    "measure_s": measure_s},
         # one replica (server/GPU) of the recommended config, within the constraints; `tuner plan` sizes a fleet
         "capacity_per_replica_infer_per_s": capacity,
+        # records cut short by a crash, moved aside (never dropped) before the run went on
+        "torn_records_set_aside": [{"size_bytes": t.size_bytes, "offset_bytes": t.offset_bytes,
+                                    "kept_in": t.kept_in} for t in results.torn],
+        "restore_failures": [r.error for r in results.restore_failures],
         "duration_s": duration_s,
     })
 
@@ -87,6 +93,17 @@ def recommended_config(run_dir: Path, results: RunResults, rec: Recommendation, 
             cfgmod.diff_configs(original, chosen))
 
 
+def report_run(run_dir: Path) -> dict:
+    """`tuner report RUN`: re-render a run's outputs, holding its lock (a run still going is
+    refused); a torn last record left by a crash is set aside first, as a resumed run would."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RESULTS_FILE).exists():
+        raise StoreError(f"{run_dir} has no {RESULTS_FILE}; pass a run folder written by `tuner sweep`")
+    with RunLock(run_dir):
+        ResultsFile(run_dir / RESULTS_FILE).repair_tail()
+        return finalize_run(run_dir)
+
+
 def finalize_run(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / RESULTS_FILE).exists():
@@ -95,8 +112,7 @@ def finalize_run(run_dir: Path) -> dict:
     profile_name = profile.name
     results = load_results(run_dir / RESULTS_FILE)
     rec = recommend(results, profile.constraints, profile.goal)
-    duration = sum(float(r.get("duration_s", 0.0)) for r in read_records(run_dir / RESULTS_FILE)
-                   if r.get("type") == "session_end")
+    duration = results.duration_s
     measure_s = sum(profile.measurement.warmup_s + sum(w.duration_s for w in p.windows) for p in results.points)
     summary = build_summary(results, rec, profile_name, duration, strategy=profile.search.strategy,
                             measure_s=measure_s)

@@ -57,5 +57,9 @@ class SweepProgress:
             self.progress.console.print(f"  tritonserver exited ({info['reason']}); restarted", markup=False)
         elif kind == "failed":
             self.progress.console.print(f"  {info['candidate_id']} FAILED: {info['reason']}", markup=False)
+        elif kind == "torn":
+            note = info["note"]
+            self.progress.console.print(f"  a record cut short by a crash ({note.size_bytes} bytes) was set aside "
+                                        f"in {note.kept_in}", markup=False)
         elif kind == "restore" and self.task is not None:
             self.progress.update(self.task, completed=self.progress.tasks[0].total, description="restoring original config")

@@ -298,6 +298,77 @@ def merge_client(parts: list[dict | None]) -> dict | None:
     return out
 
 
+def _client_total(clients: list[dict], key: str):
+    vals = [c.get(key) for c in clients if c.get(key) is not None]
+    return sum(vals) if vals else None
+
+
+def _client_peak(clients: list[dict], key: str):
+    vals = [c.get(key) for c in clients if c.get(key) is not None]
+    return max(vals) if vals else None
+
+
+def _client_totals(clients: list[dict], duration_s: float, completed: int) -> dict:
+    """The windows' self-checks combined: counts summed, lags and utilisation at their worst."""
+    mode = clients[0].get("mode")
+    n = len(clients)
+    target = (_client_total(clients, "target") or 0.0) / n
+    sent = _client_total(clients, "sent") or 0
+    cpu_s = _client_total(clients, "cpu_s")
+    return {
+        "mode": mode,
+        "arrivals": clients[0].get("arrivals"),
+        "target": target,
+        "achieved": (sent / duration_s) if mode == "rate" else (_client_total(clients, "achieved") or 0.0) / n,
+        "completed_per_s": completed / duration_s,
+        "sent": sent,
+        "late_sends": _client_total(clients, "late_sends"),
+        "capped_sends": _client_total(clients, "capped_sends"),
+        "late_p99_ms": _client_peak(clients, "late_p99_ms"),
+        "loop_lag_p99_ms": _client_peak(clients, "loop_lag_p99_ms"),
+        "loop_lag_max_ms": _client_peak(clients, "loop_lag_max_ms"),
+        "cpu_s": cpu_s,
+        "cpu_us_per_req": (cpu_s / completed * 1e6) if cpu_s is not None and completed else None,
+        "cpu_util_max": _client_peak(clients, "cpu_util_max"),
+        "checked": _client_total(clients, "checked"),
+        "workers": max(c.get("workers") or 1 for c in clients),
+    }
+
+
+def _saturation_reasons(totals: dict) -> list[str]:
+    """Signs, in any mode, that the generator itself ran out of time or CPU."""
+    reasons: list[str] = []
+    lag_ms = totals["loop_lag_p99_ms"]
+    if lag_ms is not None and lag_ms > LOOP_LAG_LIMIT_MS:
+        reasons.append(f"event loop lag p99 {lag_ms:.1f} ms > {LOOP_LAG_LIMIT_MS:g} ms")
+    util = totals["cpu_util_max"]
+    if util is not None and util > CPU_UTIL_LIMIT:
+        reasons.append(f"a load process used {util:.0%} of a core")
+    return reasons
+
+
+def _open_loop_verdict(totals: dict, scheduled: int, answered: int, reasons: list[str]) -> tuple[list[str], str]:
+    """(further client-side reasons, server-side reason) for a point offered at a request rate.
+
+    `reasons`: those already found; the server is blamed only when the generator is not.
+    """
+    sent, target = totals["sent"], totals["target"]
+    late = totals["late_sends"] or 0
+    capped = totals["capped_sends"] or 0
+    if capped:
+        return [], (f"{capped} sends waited for the in-flight limit: the server completed "
+                    f"{totals['completed_per_s']:.0f}/s of {target:.0f}/s offered")
+    more: list[str] = []
+    if scheduled and sent < RATE_TOLERANCE * scheduled:
+        more.append(f"sent {sent} of {scheduled} scheduled requests ({totals['achieved']:.0f}/s of {target:.0f}/s)")
+    if sent and late / sent > LATE_FRACTION:
+        more.append(f"{late / sent:.0%} of sends were > {LATE_SEND_MS:g} ms late")
+    if not reasons and not more and sent and answered < RATE_TOLERANCE * sent:
+        return more, (f"requests went out on time but the server completed {totals['completed_per_s']:.0f}/s "
+                      f"of {totals['achieved']:.0f}/s sent")
+    return more, ""
+
+
 def client_summary(windows: list[WindowSample]) -> dict | None:
     """The self-check over a point's windows, and its verdict.
 
@@ -306,71 +377,24 @@ def client_summary(windows: list[WindowSample]) -> dict | None:
     (open loop only) when requests went out on time but the server did not
     complete them at the offered rate, None when neither.
     """
-    clients = [w.client for w in windows if w.client]
+    with_client = [w for w in windows if w.client]
+    clients = [w.client for w in with_client]
     if not clients:
         return None
-    duration = sum(w.duration_s for w in windows if w.client) or float("nan")
-    completed = sum(w.completed for w in windows if w.client)
-    errors = sum(w.errors for w in windows if w.client)
-
-    def total(k):
-        vals = [c.get(k) for c in clients if c.get(k) is not None]
-        return sum(vals) if vals else None
-
-    def peak(k):
-        vals = [c.get(k) for c in clients if c.get(k) is not None]
-        return max(vals) if vals else None
-
-    mode = clients[0].get("mode")
-    n = len(clients)
-    target = (total("target") or 0.0) / n
-    sent = total("sent") or 0
-    cpu_s = total("cpu_s")
-    out = {
-        "mode": mode,
-        "arrivals": clients[0].get("arrivals"),
-        "target": target,
-        "achieved": (sent / duration) if mode == "rate" else (total("achieved") or 0.0) / n,
-        "completed_per_s": completed / duration,
-        "sent": sent,
-        "late_sends": total("late_sends"),
-        "capped_sends": total("capped_sends"),
-        "late_p99_ms": peak("late_p99_ms"),
-        "loop_lag_p99_ms": peak("loop_lag_p99_ms"),
-        "loop_lag_max_ms": peak("loop_lag_max_ms"),
-        "cpu_s": cpu_s,
-        "cpu_us_per_req": (cpu_s / completed * 1e6) if cpu_s is not None and completed else None,
-        "cpu_util_max": peak("cpu_util_max"),
-        "checked": total("checked"),
-        "workers": max(c.get("workers") or 1 for c in clients),
-    }
-    reasons: list[str] = []
-    lag = out["loop_lag_p99_ms"]
-    if lag is not None and lag > LOOP_LAG_LIMIT_MS:
-        reasons.append(f"event loop lag p99 {lag:.1f} ms > {LOOP_LAG_LIMIT_MS:g} ms")
-    util = out["cpu_util_max"]
-    if util is not None and util > CPU_UTIL_LIMIT:
-        reasons.append(f"a load process used {util:.0%} of a core")
+    duration_s = sum(w.duration_s for w in with_client) or float("nan")
+    completed = sum(w.completed for w in with_client)
+    errors = sum(w.errors for w in with_client)
+    out = _client_totals(clients, duration_s, completed)
+    reasons = _saturation_reasons(out)
     server_reason = ""
-    if mode == "rate":
-        scheduled = total("scheduled") or 0
-        late = out["late_sends"] or 0
-        capped = out["capped_sends"] or 0
-        if capped:
-            server_reason = (f"{capped} sends waited for the in-flight limit: the server completed "
-                             f"{out['completed_per_s']:.0f}/s of {target:.0f}/s offered")
-        else:
-            if scheduled and sent < RATE_TOLERANCE * scheduled:
-                reasons.append(f"sent {sent} of {scheduled} scheduled requests ({out['achieved']:.0f}/s of {target:.0f}/s)")
-            if sent and late / sent > LATE_FRACTION:
-                reasons.append(f"{late / sent:.0%} of sends were > {LATE_SEND_MS:g} ms late")
-            if not reasons and sent and completed + errors < RATE_TOLERANCE * sent:
-                server_reason = (f"requests went out on time but the server completed {out['completed_per_s']:.0f}/s "
-                                 f"of {out['achieved']:.0f}/s sent")
-    elif mode == "concurrency" and not errors and target > 0:
+    if out["mode"] == "rate":
+        more, server_reason = _open_loop_verdict(out, _client_total(clients, "scheduled") or 0,
+                                                 completed + errors, reasons)
+        reasons += more
+    elif out["mode"] == "concurrency" and not errors and out["target"] > 0:
         achieved = out["achieved"]
-        if achieved < CONCURRENCY_TOLERANCE * target:
-            reasons.append(f"{achieved:.1f} of {target:g} requests in flight on average")
+        if achieved < CONCURRENCY_TOLERANCE * out["target"]:
+            reasons.append(f"{achieved:.1f} of {out['target']:g} requests in flight on average")
     out["bound"] = "client" if reasons else ("server" if server_reason else None)
     out["client_bound"] = bool(reasons)
     out["reason"] = "; ".join(reasons) or server_reason

@@ -1,12 +1,19 @@
-"""The results file: versioned JSON lines, one record per line, appended and
-flushed as each load point finishes, so nothing measured is lost if a run dies.
+"""The results file on disk: append, repair, read back.
 
-Schema history:
-  1  records {"schema": 1, "type": "run" | "candidate" | "point", ...};
-     a point keeps every window's raw latencies (microseconds) and the
-     server statistics deltas, so every statistic can be recomputed.
+`results.jsonl` holds one JSON record per line (`tuner/results/records.py`
+types them and keeps the schema history). Each record is appended and
+fsynced as it is made, so a crash loses at most the record being written.
 
-Readers skip a torn last line (a crash mid-write) and refuse newer schemas.
+A crash mid-write leaves a torn last line. Readers skip it (so `tuner
+report` works on a run that is still going, or one that died), and the
+writer repairs it before appending anything (`ResultsFile.open_for_append`):
+the torn bytes are moved to `results.jsonl.torn`, never dropped, and a
+`torn_tail` record says so, so the run's summary can tell. Without the
+repair, the next record would be glued onto the torn bytes and the line
+would be unreadable for good.
+
+Whole-file outputs (summary.json, report.html, ...) are written atomically
+(`write_atomic`): readers see the old file or the new one, never half.
 """
 
 from __future__ import annotations
@@ -19,106 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from tuner.config import CandidateSpec
 from tuner.errors import StoreError
-from tuner.results.stats import PointSummary, WindowSample, summarize
+from tuner.results.records import (SCHEMA, CandidateEnd, CandidateRecord, Measurement, Record, RestoreFailed,
+                                   RunRecord, ServerRestart, SessionEnd, TornTail)
 
-SCHEMA = 1
 RESULTS_FILE = "results.jsonl"
+TORN_SUFFIX = ".torn"
 
-
-@dataclass
-class Measurement:
-    """One load point of one candidate, with its raw samples."""
-
-    candidate_id: str
-    concurrency: int
-    windows: list[WindowSample]
-    stable: bool
-    status: str = "ok"  # "ok" | "failed"
-    error_kinds: dict[str, int] = field(default_factory=dict)
-    first_error: str = ""
-    summary_windows: int = 3
-    request_rate: float | None = None  # open loop: the target requests/s (concurrency is 0 then)
-
-    @property
-    def load_key(self) -> tuple[str, float]:
-        """What load the point offered: ("rate", R) or ("concurrency", N); one point per key and candidate."""
-        if self.request_rate is not None:
-            return ("rate", float(self.request_rate))
-        return ("concurrency", float(self.concurrency))
-
-    def summary(self) -> PointSummary:
-        return summarize(self.windows, self.summary_windows)
-
-    def to_record(self) -> dict:
-        return {
-            "schema": SCHEMA,
-            "type": "point",
-            "candidate_id": self.candidate_id,
-            "concurrency": self.concurrency,
-            "stable": self.stable,
-            "status": self.status,
-            "error_kinds": self.error_kinds,
-            "first_error": self.first_error,
-            "summary_windows": self.summary_windows,
-            "request_rate": self.request_rate,
-            "windows": [w.to_dict() for w in self.windows],
-        }
-
-    @classmethod
-    def from_record(cls, r: dict) -> "Measurement":
-        return cls(
-            candidate_id=r["candidate_id"],
-            concurrency=int(r["concurrency"]),
-            windows=[WindowSample.from_dict(w) for w in r.get("windows", [])],
-            stable=bool(r.get("stable", False)),
-            status=r.get("status", "ok"),
-            error_kinds=dict(r.get("error_kinds", {})),
-            first_error=r.get("first_error", ""),
-            summary_windows=int(r.get("summary_windows", 3)),
-            request_rate=float(r["request_rate"]) if r.get("request_rate") is not None else None,
-        )
-
-
-@dataclass
-class CandidateRecord:
-    """A candidate config as applied: what was sent and what the server read back."""
-
-    spec: CandidateSpec
-    status: str  # "loaded" | "failed" | "skipped"
-    reason: str = ""
-    config_json: str = ""  # the config the server read back (Triton fills defaults)
-    is_baseline: bool = False
-
-    @property
-    def candidate_id(self) -> str:
-        return "baseline" if self.is_baseline else self.spec.candidate_id
-
-    def to_record(self) -> dict:
-        return {
-            "schema": SCHEMA,
-            "type": "candidate",
-            "candidate_id": self.candidate_id,
-            "spec": self.spec.to_dict(),
-            "status": self.status,
-            "reason": self.reason,
-            "config_json": self.config_json,
-            "is_baseline": self.is_baseline,
-        }
-
-    @classmethod
-    def from_record(cls, r: dict) -> "CandidateRecord":
-        return cls(
-            spec=CandidateSpec.from_dict(r["spec"]),
-            status=r["status"],
-            reason=r.get("reason", ""),
-            config_json=r.get("config_json", ""),
-            is_baseline=bool(r.get("is_baseline", False)),
-        )
 
 
 def append_record(path: Path, record: dict) -> None:
+    """Append one record (its wire form) as one line, and make it durable before returning."""
     line = json.dumps(record, separators=(",", ":"), allow_nan=True) + "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
@@ -126,7 +44,68 @@ def append_record(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def _complete_length(data: bytes) -> int:
+    """Bytes of `data` that form whole records: up to the last newline, plus a last line
+    without one if it parses (a record whose newline alone was lost is kept)."""
+    end = data.rfind(b"\n") + 1
+    tail = data[end:]
+    if tail.strip():
+        try:
+            json.loads(tail)
+            return len(data)
+        except ValueError:
+            return end
+    return len(data)
+
+
+class ResultsFile:
+    """One run's results.jsonl, written by the session that holds the run folder's lock."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def torn_path(self) -> Path:
+        return self.path.with_name(self.path.name + TORN_SUFFIX)
+
+    def exists(self) -> bool:
+        return self.path.exists() and self.path.stat().st_size > 0
+
+    def repair_tail(self) -> TornTail | None:
+        """Move a torn last line (a crash mid-write) to results.jsonl.torn; say so in the file."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        keep = _complete_length(data)
+        if keep == len(data) and (not data or data.endswith(b"\n")):
+            return None
+        torn = data[keep:]
+        if torn.strip():
+            # appended, with the offset it had: several crashes each leave their own piece
+            with open(self.torn_path, "ab") as f:
+                f.write(torn + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+        with open(self.path, "r+b") as f:
+            f.truncate(keep)
+            if keep and not data[:keep].endswith(b"\n"):
+                f.seek(keep)
+                f.write(b"\n")  # a whole record that only lacked its newline
+            f.flush()
+            os.fsync(f.fileno())
+        if not torn.strip():
+            return None
+        note = TornTail(size_bytes=len(torn), offset_bytes=keep, kept_in=self.torn_path.name)
+        self.append(note)
+        return note
+
+    def append(self, record: Record) -> None:
+        append_record(self.path, record.to_record())
+
+
 def read_records(path: Path) -> Iterator[dict]:
+    """Every record's wire form, in file order; a torn last line is skipped (see the module docstring)."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -153,11 +132,21 @@ def read_records(path: Path) -> Iterator[dict]:
 
 @dataclass
 class RunResults:
-    """Everything a results file holds, read back into dataclasses."""
+    """Everything a results file holds, read back into typed records."""
 
-    meta: dict
+    meta: dict  # the latest session's run record, wire form ({}: none); `run` types it
     candidates: dict[str, CandidateRecord]
     points: list[Measurement]
+    ended: set[str] = field(default_factory=set)  # candidates the search was done with
+    restarts: list[ServerRestart] = field(default_factory=list)
+    torn: list[TornTail] = field(default_factory=list)  # torn records set aside by a repair
+    restore_failures: list[RestoreFailed] = field(default_factory=list)
+    duration_s: float = 0.0  # summed over every session of the run
+    torn_tail_unrepaired: bool = False  # the file ends in a torn line no writer has repaired yet
+
+    @property
+    def run(self) -> RunRecord | None:
+        return RunRecord.from_record(self.meta) if self.meta else None
 
     def points_of(self, candidate_id: str) -> list[Measurement]:
         return sorted((p for p in self.points if p.candidate_id == candidate_id), key=lambda p: p.load_key)
@@ -167,20 +156,35 @@ def load_results(path: Path) -> RunResults:
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
-    meta: dict = {}
-    candidates: dict[str, CandidateRecord] = {}
+    out = RunResults(meta={}, candidates={}, points=[])
     points: dict[tuple[str, tuple], Measurement] = {}
     for rec in read_records(path):
         kind = rec.get("type")
         if kind == "run":
-            meta = rec
+            out.meta = rec  # a resumed run's latest session speaks for it
         elif kind == "candidate":
             c = CandidateRecord.from_record(rec)
-            candidates[c.candidate_id] = c
+            out.candidates[c.candidate_id] = c
         elif kind == "point":
             m = Measurement.from_record(rec)
             points[(m.candidate_id, m.load_key)] = m  # a re-measured point replaces the old
-    return RunResults(meta=meta, candidates=candidates, points=list(points.values()))
+        elif kind == "candidate_end":
+            out.ended.add(CandidateEnd.from_record(rec).candidate_id)
+        elif kind == "session_end":
+            out.duration_s += SessionEnd.from_record(rec).duration_s
+        elif kind == "server_restart":
+            out.restarts.append(ServerRestart.from_record(rec))
+        elif kind == "torn_tail":
+            out.torn.append(TornTail.from_record(rec))
+        elif kind == "restore_failed":
+            out.restore_failures.append(RestoreFailed.from_record(rec))
+    out.points = list(points.values())
+    try:
+        data = path.read_bytes()
+        out.torn_tail_unrepaired = _complete_length(data) != len(data)
+    except OSError:
+        pass
+    return out
 
 
 def write_atomic(path: Path, text: str) -> None:

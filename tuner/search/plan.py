@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tuner.search.recommend import LATENCY_KEYS, Recommendation, recommend
-from tuner.results.store import Measurement, RunResults, json_safe
+from tuner.results.records import Measurement
+from tuner.results.store import RunResults, json_safe
 
 DEFAULT_HEADROOM = 0.3
 

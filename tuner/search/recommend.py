@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from tuner.results.store import Measurement, RunResults
+from tuner.results.records import Measurement
+from tuner.results.store import RunResults
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99")
 GOALS = ("max_throughput", "min_latency", "max_throughput_per_instance")

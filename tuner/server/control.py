@@ -120,11 +120,14 @@ class ServerControl:
             )
 
     def is_loaded(self, model: str, version: str = "") -> bool:
+        """Whether the model (version) is ready. Triton answers False for a model that is
+        not loaded or unknown; an error is never read as "not loaded", since a restore
+        would then unload the user's model."""
         try:
-            return bool(self.client.is_model_ready(model, version, headers=self.headers,
-                                                   client_timeout=self.timeout_s))
-        except InferenceServerException:
-            return False
+            return bool(self._call("model readiness", self.client.is_model_ready, model, version))
+        except InferenceServerException as err:
+            raise ServerError(f"cannot tell whether '{model}' is loaded on Triton at {self.url}: "
+                              f"{_message(err)[:160]}") from None
 
     def check_version(self, model: str, version: str) -> None:
         if not version or self.is_loaded(model, version):

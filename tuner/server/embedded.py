@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +67,8 @@ class EmbeddedServer:
         self.metrics_port: int | None = None
         self.proc: subprocess.Popen | None = None
         self._log_file = None
+        self._keeper: subprocess.Popen | None = None
+        self._keeper_pipe: int | None = None
 
     @property
     def url(self) -> str:
@@ -110,6 +113,7 @@ class EmbeddedServer:
                 )
             except OSError as err:
                 raise ServerError(f"cannot run {self.install.binary}: {err.strerror}") from None
+            self._start_keeper()
             try:
                 self._wait_ready(timeout_s)
                 return self
@@ -132,7 +136,7 @@ class EmbeddedServer:
         headers = probe.header_dict()
         try:
             while time.monotonic() < deadline:
-                if self.proc is not None and self.proc.poll() is not None:
+                if self.proc is not None and not self.alive():
                     raise ServerError(
                         f"tritonserver exited with code {self.proc.returncode} while starting; "
                         f"log {self.log_path}: {self.log_tail(3, one_line=True)}"
@@ -150,33 +154,80 @@ class EmbeddedServer:
             f"{self.log_tail(3, one_line=True)}"
         )
 
+    def _start_keeper(self) -> None:
+        """A process that ends the server's stubs whenever the server exits (see keeper.py)."""
+        read_fd, write_fd = os.pipe()
+        try:
+            self._keeper = subprocess.Popen(
+                [sys.executable, "-m", "tuner.server.keeper", str(self.proc.pid)],
+                stdin=read_fd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True,  # outside the server's group, and not ended by Ctrl-C
+            )
+        except OSError:
+            os.close(write_fd)
+            self._keeper = None  # stop() still ends the group while tuner lives
+        else:
+            self._keeper_pipe = write_fd  # closed when tuner ends, however it ends
+        finally:
+            os.close(read_fd)
+
+    def _stop_keeper(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if self._keeper_pipe is not None:
+            os.close(self._keeper_pipe)
+            self._keeper_pipe = None
+        if keeper is not None:
+            try:
+                keeper.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                keeper.kill()
+                keeper.wait()
+
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """Whether the server runs. An exited server is not reaped here: while its zombie
+        lives, its process-group id cannot be given to a new process, so `stop` can still
+        SIGKILL the group (its stubs) without hitting a stranger."""
+        return self.proc is not None and self._running(self.proc)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
+        if proc is not None and self._running(proc):
             try:
                 os.killpg(proc.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
             try:
-                proc.wait(timeout=self.exit_timeout_s + 5)
+                # not proc.wait(): reaping would free the group id before the SIGKILL below
+                self._wait_exit(proc, self.exit_timeout_s + 5)
             except subprocess.TimeoutExpired:
                 pass
-            try:  # the server and its backend stubs
+        if proc is not None and proc.returncode is None:
+            try:  # the server and its backend stubs; its unreaped zombie keeps the group id ours
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             proc.wait()
-        elif proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # orphaned stubs, if any
-            except ProcessLookupError:
-                pass
+        self._stop_keeper()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    @staticmethod
+    def _running(proc: subprocess.Popen) -> bool:
+        if proc.returncode is not None:
+            return False
+        try:
+            return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return proc.poll() is None
+
+    @classmethod
+    def _wait_exit(cls, proc: subprocess.Popen, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while cls._running(proc):
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(proc.args, timeout_s)
+            time.sleep(0.02)
 
     def log_size(self) -> int:
         try:

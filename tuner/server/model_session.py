@@ -6,6 +6,7 @@ from tuner import config as cfgmod
 from tuner.errors import ServerError
 from tuner.server.control import ServerControl
 
+
 class ModelSession:
     """Apply candidate configs to one model and always put the original back.
 

@@ -1,0 +1,75 @@
+"""What every search strategy shares: the steps it answers and the bookkeeping of what it saw.
+
+A strategy is pure: it sees every measurement the sweep made (`observe`) and answers the
+next step (`next_step`); the sweep does the I/O. Because the answers depend only on what
+was observed, a resumed sweep that feeds stored points back replays the same path and
+measures only what is missing.
+
+Steps:
+    Step("measure", cid, spec, concurrency)   measure this candidate at this load
+    Step("end", cid, reason=...)              the candidate is done (budget, plateau, ...)
+    Step("skip", cid, spec, reason=...)       not measured at all, with the reason
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tuner.config import CandidateSpec
+from tuner.results.records import Measurement
+
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "measure" | "end" | "skip"
+    candidate_id: str
+    spec: CandidateSpec | None = None
+    concurrency: int = 0
+    reason: str = ""
+
+
+def climb_stop_reason(points: list[Measurement], percentile: str, budget_ms: float,
+                      plateau_pct: float) -> str | None:
+    """Why a candidate stops climbing after its last point (None: go on)."""
+    last = points[-1]
+    if last.status != "ok":
+        return "failed"
+    s = last.summary()
+    if s.errors and s.completed == 0:
+        return "failed"
+    latency_ms = s.latency_ms[percentile]
+    if latency_ms != latency_ms or latency_ms > budget_ms:  # NaN: nothing completed in time to measure
+        return "budget"
+    if len(points) >= 2:
+        best_before = max(p.summary().throughput_infer_per_s for p in points[:-1])
+        if s.throughput_infer_per_s < best_before * (1 + plateau_pct / 100.0):
+            return "plateau"
+    return None
+
+
+class Strategy:
+    """Base: bookkeeping of what was observed."""
+
+    name = "base"
+
+    def __init__(self, profile, candidates: list[tuple[str, CandidateSpec]]):
+        self.profile = profile
+        self.candidates = candidates  # (candidate_id, spec), the baseline first
+        self.points: dict[str, list[Measurement]] = {cid: [] for cid, _ in candidates}
+        self.failed: dict[str, str] = {}
+        self.ended: set[str] = set()
+
+    def observe(self, m: Measurement) -> None:
+        self.points.setdefault(m.candidate_id, []).append(m)
+
+    def observe_failed(self, candidate_id: str, reason: str) -> None:
+        self.failed[candidate_id] = reason
+
+    def next_step(self) -> Step | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _end(self, cid: str, reason: str) -> Step:
+        self.ended.add(cid)
+        return Step("end", cid, reason=reason)
