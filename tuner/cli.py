@@ -73,8 +73,9 @@ def candidates(
     out: Path = typer.Option(..., help="folder to write <candidate-id>/config.pbtxt into"),
 ) -> None:
     """Write one config.pbtxt per candidate (only the tuned fields changed)."""
-    original = cfgmod.read_config(config_path)
-    cfgmod.check_tunable(original, first_dim_is_batch=first_dim_is_batch, where=str(config_path))
+    original, text = cfgmod.read_config_text(config_path)
+    cfgmod.check_tunable(original, first_dim_is_batch=first_dim_is_batch, where=str(config_path), text=text,
+                         batch_switch=cfgmod.CLI_SWITCH)
     specs = cfgmod.expand_specs(
         _ints(max_batch_size, "--max-batch-size"),
         _ints(queue_delay_us, "--queue-delay-us"),

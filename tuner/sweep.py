@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from tuner import config as cfgmod
-from tuner.errors import ModelLoadError, ServerError, TunerError
+from tuner.errors import ConfigError, ModelLoadError, ServerError, TunerError
 from tuner.load import eventloop
 from tuner.load.client import LoadClient
 from tuner.load.request import RequestPlan, build_request
@@ -73,7 +73,10 @@ class Sweep:
             original, readback = self._originals()
             specs = p.search.specs()
             for cand in specs:  # validate every candidate before measuring any
-                cfgmod.make_candidate(original, cand, first_dim_is_batch=p.first_dim_is_batch)
+                try:
+                    cfgmod.make_candidate(original, cand, first_dim_is_batch=p.first_dim_is_batch)
+                except ConfigError:  # a broken original aborts; a refused candidate is recorded in its turn
+                    cfgmod.check_tunable(original, first_dim_is_batch=p.first_dim_is_batch, where=p.model)
             s.record_run(candidates_planned=len(specs))
             plan = build_request(readback, p.model, p.version, p.shapes, p.data)
             loop = _Loop(self, original, readback, specs, plan)
@@ -214,6 +217,10 @@ class _Loop:
             else:
                 config = s.model.apply(cfgmod.make_candidate(self.original, spec,
                                                              first_dim_is_batch=self.p.first_dim_is_batch))
+        except ConfigError as err:  # refused by Triton's rules before anything was sent
+            s.record(CandidateRecord(spec, "failed", reason=str(err)))
+            self.sw.emit("failed", candidate_id=cid, reason=str(err))
+            return str(err)
         except ModelLoadError as err:
             if not s.server_alive():
                 raise _ServerDied(f"while loading {cid}") from None

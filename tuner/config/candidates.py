@@ -4,7 +4,9 @@ A candidate is the original config with only `max_batch_size`,
 `dynamic_batching` (max_queue_delay_microseconds, preferred_batch_size) and
 the instance count changed, so every other field (platform, backend,
 version_policy, model_transaction_policy, inputs/outputs, optimization,
-parameters, model_warmup, ...) survives a rewrite untouched.
+parameters, model_warmup, ...) survives a rewrite untouched. The original and
+every candidate are checked with Triton's own rules (`validate.py`) first, so
+tuner never writes or sends a config Triton would refuse.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.config.pbtxt import ModelConfig, _check_dims, copy_config, format_config
+from tuner.config.locate import Where
+from tuner.config.pbtxt import ModelConfig, copy_config, format_config
+from tuner.config.validate import check_config
 from tuner.errors import ConfigError
 
 
@@ -71,37 +75,69 @@ def current_spec(cfg: ModelConfig) -> CandidateSpec:
     )
 
 
-def check_tunable(cfg: ModelConfig, *, first_dim_is_batch: bool = False, where: str = "") -> None:
-    """Refuse configs that dynamic batching cannot be tuned on, saying why."""
-    where = where or (cfg.name or "model")
-    if cfg.platform == "ensemble" or cfg.HasField("ensemble_scheduling"):
+# How each command spells the switch for a max_batch_size 0 model whose first dim is the batch dim.
+PROFILE_SWITCH = "set first_dim_is_batch = true in the profile"
+CLI_SWITCH = "pass --first-dim-is-batch"
+
+
+def check_tunable(cfg: ModelConfig, *, first_dim_is_batch: bool = False, where: str = "",
+                  text: str | None = None, batch_switch: str = PROFILE_SWITCH) -> None:
+    """Refuse configs Triton would refuse, or that dynamic batching cannot be tuned on, saying why.
+
+    text: the file `cfg` was read from, so that messages give the field's line and column
+    and a field left out for Triton's auto-complete can be told from one set to 0.
+    batch_switch: how the calling command turns on first_dim_is_batch.
+    """
+    loc = Where(where or (cfg.name or "model"), text)
+    check_config(cfg, loc)  # Triton's own rules first: their reason is the real one
+    if cfg.platform == "ensemble":
         raise ConfigError(
-            f"{where}: is an ensemble; ensembles are scheduled by their steps, "
+            f"{loc.at(('platform',))}: is an ensemble; ensembles are scheduled by their steps, "
             "tune each composing model instead"
         )
     if cfg.HasField("sequence_batching"):
         raise ConfigError(
-            f"{where}: uses sequence_batching; a stateful model cannot use dynamic batching, "
-            "tune it with the sequence batcher's own settings instead"
+            f"{loc.at(('sequence_batching',))}: uses sequence_batching; a stateful model cannot use dynamic "
+            "batching, tune it with the sequence batcher's own settings instead"
         )
+    _check_complete(cfg, loc)
     if cfg.max_batch_size == 0 and not first_dim_is_batch:
+        unsure = "" if loc.text is not None else (
+            " (a config that leaves max_batch_size out for Triton to auto-complete reads as 0 too: set it there)")
         raise ConfigError(
-            f"{where}: has max_batch_size 0 (no batch dimension); set first_dim_is_batch = true "
-            "in the profile if every input's first dim is a batch dim, else it cannot be batched"
+            f"{loc.at(('max_batch_size',))}: has max_batch_size 0 (no batch dimension); {batch_switch} if every "
+            f"input's and output's first dim is a batch dim, else it cannot be batched{unsure}"
         )
-    if cfg.max_batch_size == 0 and first_dim_is_batch:
-        for t in list(cfg.input) + list(cfg.output):
+    if cfg.max_batch_size == 0:
+        _check_first_dims(cfg, loc)
+
+
+def _check_complete(cfg: ModelConfig, loc: Where) -> None:
+    """Refuse a config that leaves to Triton's auto-complete what candidates are made from."""
+    missing = [name for name, absent in (("max_batch_size", loc.states("max_batch_size") is False),
+                                         ("inputs", not cfg.input), ("outputs", not cfg.output)) if absent]
+    if missing:
+        raise ConfigError(
+            f"{loc.at()}: leaves {', '.join(missing)} out, relying on Triton's auto-complete to fill them from "
+            "the model when the server loads it; tuner needs them to make candidates: run tuner against a "
+            "server that has loaded the model (tuner reads the completed config back; in a profile, leave "
+            f"[model] config out), or set {', '.join(missing)} in the file"
+        )
+
+
+def _check_first_dims(cfg: ModelConfig, loc: Where) -> None:
+    for kind, tensors in (("input", cfg.input), ("output", cfg.output)):
+        for i, t in enumerate(tensors):
             if not t.dims or t.dims[0] != -1:
                 raise ConfigError(
-                    f"{where}: first_dim_is_batch needs every input/output's first dim to be -1, "
-                    f"but '{t.name}' has dims {list(t.dims)}"
+                    f"{loc.at((kind, i, 'dims', 0))}: first_dim_is_batch needs every input/output's first dim "
+                    f"to be -1, but '{t.name}' has dims {list(t.dims)}"
                 )
             if t.HasField("reshape") and (not t.reshape.shape or t.reshape.shape[0] != -1):
                 raise ConfigError(
-                    f"{where}: first_dim_is_batch needs '{t.name}' reshape to start with the batch "
-                    f"dim -1, but it is {list(t.reshape.shape)}"
+                    f"{loc.at((kind, i, 'reshape'))}: first_dim_is_batch needs '{t.name}' reshape to start "
+                    f"with the batch dim -1, but it is {list(t.reshape.shape)}"
                 )
-    _check_dims(cfg, where)
 
 
 def validate_spec(spec: CandidateSpec, where: str = "candidate") -> None:
@@ -149,7 +185,7 @@ def make_candidate(
     else:
         g = cfg.instance_group.add()
         g.count = spec.instance_count
-    _check_dims(cfg, spec.candidate_id)
+    check_config(cfg, spec.candidate_id)  # what a tuned field can break (e.g. a warmup batch above it)
     return cfg
 
 

@@ -2,7 +2,8 @@
 
 Everything goes through `model_config_pb2.ModelConfig` and protobuf's
 `text_format`; config.pbtxt is never parsed by hand. Errors carry
-`path:line:col` (protobuf's own positions, or the position of a bad dim).
+`path:line:col` (protobuf's own positions, or, for a rule of Triton's the
+file breaks, the position of the field: `validate.py`, `locate.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tuner.config.locate import Where
+from tuner.config.validate import check_config
 from tuner.errors import ConfigError
 
 ModelConfig = mc.ModelConfig
@@ -39,6 +42,12 @@ def parse_config(text: str, source: str = "config.pbtxt") -> ModelConfig:
 
 
 def read_config(path: str | Path) -> ModelConfig:
+    """Parse a config.pbtxt file and check it with Triton's own rules (`validate.py`)."""
+    return read_config_text(path)[0]
+
+
+def read_config_text(path: str | Path) -> tuple[ModelConfig, str]:
+    """`read_config`, and the file's text (for checks that name a field by its line)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -57,47 +66,8 @@ def read_config(path: str | Path) -> ModelConfig:
             "config.pbtxt must be protobuf text format in UTF-8"
         ) from None
     cfg = parse_config(text, str(path))
-    bad = _bad_dim(cfg)
-    if bad is not None:
-        kind, tensor, dim, in_reshape = bad
-        loc = _locate_dim(text, kind, tensor, dim, in_reshape)
-        where = f"{path}:{loc[0]}:{loc[1]}" if loc else str(path)
-        _check_dims(cfg, where)
-    return cfg
-
-
-def _locate_dim(text: str, kind: str, tensor: str, dim: int, in_reshape: bool):
-    """(line, col) of `dim` in the dims (or reshape shape) of input/output `tensor`."""
-    tok = text_format.Tokenizer(text.splitlines())
-    stack = [{"field": "", "name": None, "vals": [], "reshape": []}]
-    field, prev = "", ""
-    while not tok.AtEnd():
-        t, pos = tok.token, (tok._line + 1, tok._column + 1)
-        if t in ("{", "<"):
-            stack.append({"field": field, "name": None, "vals": [], "reshape": []})
-        elif t in ("}", ">"):
-            blk = stack.pop()
-            if blk["field"] == "reshape":
-                stack[-1]["reshape"] = blk["vals"]
-            elif blk["field"] == kind and blk["name"] == tensor:
-                for v, p in blk["reshape"] if in_reshape else blk["vals"]:
-                    if v == dim:
-                        return p
-        elif t in (":", ",", "[", "]"):
-            pass
-        elif prev in (":", ",", "["):
-            if field in ("dims", "shape"):
-                try:
-                    stack[-1]["vals"].append((int(t, 0), pos))
-                except ValueError:
-                    pass
-            elif field == "name":
-                stack[-1]["name"] = t.strip("\"'")
-        else:
-            field = t
-        prev = t
-        tok.NextToken()
-    return None
+    check_config(cfg, Where(str(path), text))
+    return cfg, text
 
 
 def format_config(cfg: ModelConfig) -> str:
@@ -121,35 +91,6 @@ def copy_config(cfg: ModelConfig) -> ModelConfig:
     out = ModelConfig()
     out.CopyFrom(cfg)
     return out
-
-
-def _bad_dim(cfg: ModelConfig):
-    for kind, tensors in (("input", cfg.input), ("output", cfg.output)):
-        for t in tensors:
-            for d in t.dims:
-                if d == 0 or d < -1:
-                    return kind, t.name, d, False
-            if t.HasField("reshape"):
-                for d in t.reshape.shape:
-                    if d == 0 or d < -1:
-                        return kind, t.name, d, True
-    return None
-
-
-def _check_dims(cfg: ModelConfig, where: str) -> None:
-    for kind, tensors in (("input", cfg.input), ("output", cfg.output)):
-        for t in tensors:
-            for d in t.dims:
-                if d == 0 or d < -1:
-                    raise ConfigError(
-                        f"{where}: {kind} '{t.name}' has dim {d}; dims must be >= 1, or -1 for variable"
-                    )
-            if t.HasField("reshape"):
-                for d in t.reshape.shape:
-                    if d == 0 or d < -1:
-                        raise ConfigError(
-                            f"{where}: {kind} '{t.name}' reshape has dim {d}; dims must be >= 1 or -1"
-                        )
 
 
 def diff_configs(original: ModelConfig, changed: ModelConfig, a_name: str = "original/config.pbtxt",
