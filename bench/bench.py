@@ -8,7 +8,10 @@ function and a line there:
   embedded Triton (`identity`: near-zero cost; `synthetic`: 2 ms + 0.5 ms
   per item), at the same concurrency levels and one request rate per model:
   throughput, p50/p99 and client CPU per request, and their ratios
-  (tuner / perf_analyzer).
+  (tuner / perf_analyzer). The `identity_mix` points send the same 3-shape
+  input-data file (perf_analyzer's JSON format) from both tools to a copy of
+  identity with variable dims ([-1]): requests of three lengths, served from
+  tuner's pool of serialized payloads.
 
 Each point runs each tool `--repeat` times (default 3), interleaved and
 alternating which goes first; the table shows each tool's medians and the
@@ -45,6 +48,7 @@ from typing import Callable
 
 from tuner.load.client import LoadClient
 from tuner.load.eventloop import loop_kind, new_event_loop
+from tuner.load.inputs import InputSpec
 from tuner.load.request import build_request
 from tuner.load.spec import LoadSettings
 from tuner.results.stats import summarize
@@ -61,6 +65,7 @@ class BenchContext:
     perf_analyzer: list[str] | None
     quick: bool = False
     repeat: int = 3  # runs of each tool per point (interleaved); the table shows medians
+    only: tuple[str, ...] = ()  # loadgen: the points whose key contains one of these (empty: all)
     echo: Callable[[str], None] = print
     notes: list[str] = field(default_factory=list)
     # one event loop for every in-process measurement (grpc.aio wants one loop per process)
@@ -74,6 +79,7 @@ class Point:
     model: str
     concurrency: int = 0
     rate: float = 0.0
+    mix: bool = False  # send MIX_FILE (input data of several shapes) from both tools
 
     @property
     def key(self) -> str:
@@ -85,8 +91,28 @@ LOADGEN_POINTS = [
     Point("identity", rate=2000),
     Point("synthetic", concurrency=1), Point("synthetic", concurrency=8), Point("synthetic", concurrency=32),
     Point("synthetic", rate=300),
+    Point("identity_mix", concurrency=16, mix=True), Point("identity_mix", concurrency=64, mix=True),
 ]
 WINDOW_S = 2.0
+MIX_FILE = "mix3.json"
+MIX_LENGTHS = (8, 16, 32)  # the input-data file's request shapes, one entry each
+
+
+def prepare_mix(repo: Path, work: Path) -> Path:
+    """identity_mix (identity with dims [-1]) in the bench's repository, and a 3-shape input-data file."""
+    src = repo / "identity"
+    dst = repo / "identity_mix"
+    if not dst.exists():
+        import shutil
+
+        shutil.copytree(src, dst)
+        text = (src / "config.pbtxt").read_text()
+        text = text.replace('name: "identity"', 'name: "identity_mix"').replace("dims: [ 16 ]", "dims: [ -1 ]")
+        (dst / "config.pbtxt").write_text(text)
+    data = {"data": [{"INPUT0": {"content": [float(i % 7) for i in range(n)], "shape": [n]}} for n in MIX_LENGTHS]}
+    path = work / MIX_FILE
+    path.write_text(json.dumps(data))
+    return path
 
 
 def _success_count(ctl: ServerControl, model: str) -> int:
@@ -97,7 +123,8 @@ def _success_count(ctl: ServerControl, model: str) -> int:
 
 def run_tuner(ctx: BenchContext, point: Point, window_s: float) -> dict:
     ctl = ctx.control
-    plan = build_request(ctl.model_config(point.model), point.model)
+    inputs = InputSpec(data_path=ctx.work / MIX_FILE) if point.mix else None
+    plan = build_request(ctl.model_config(point.model), point.model, inputs=inputs)
     settings = LoadSettings(warmup_s=1.0, window_s=window_s, min_windows=3, max_windows=3)
 
     async def go():
@@ -111,10 +138,16 @@ def run_tuner(ctx: BenchContext, point: Point, window_s: float) -> dict:
     cpu, n = time.process_time() - cpu0, _success_count(ctl, point.model) - n0
     s = summarize(samples.windows)
     c = s.client or {}
+    send, late = s.latency_send_ms or {}, s.lateness_ms or {}
     return {
         "infer_per_s": s.throughput_infer_per_s,
         "p50_ms": s.latency_ms["p50"],
         "p99_ms": s.latency_ms["p99"],
+        # open loop: from the actual send (perf_analyzer times from its send), and the client's lateness
+        "p50_send_ms": send.get("p50"),
+        "p99_send_ms": send.get("p99"),
+        "late_p50_ms": late.get("p50"),
+        "late_p99_ms": late.get("p99"),
         "cpu_us_per_req": cpu / n * 1e6 if n else None,
         "errors": s.errors,
         "client_bound": bool(c.get("client_bound")),
@@ -138,6 +171,8 @@ def run_perf_analyzer(ctx: BenchContext, point: Point, window_s: float) -> dict 
         cmd += ["--request-rate-range", f"{point.rate:g}", "--request-distribution", "constant"]
     else:
         cmd += ["--concurrency-range", str(point.concurrency)]
+    if point.mix:
+        cmd += ["--input-data", str(ctx.work / MIX_FILE)]
     # Like tuner's points: the figures of its last 3 windows. perf_analyzer
     # only stops when they agree within -s percent, which a busy 2-core host
     # often misses at 10%; 100% still rejects a window twice as fast as another.
@@ -194,7 +229,7 @@ def _paired_ratio(t_runs: list[dict], pa_runs: list[dict | None], key: str) -> f
 
 def loadgen(ctx: BenchContext) -> dict:
     window_s = 1.0 if ctx.quick else WINDOW_S
-    points = LOADGEN_POINTS
+    points = [p for p in LOADGEN_POINTS if not ctx.only or any(x in p.key for x in ctx.only)]
     for model in sorted({p.model for p in points}):
         ctx.control.load(model)
     out: dict[str, dict] = {}
@@ -227,6 +262,12 @@ def loadgen(ctx: BenchContext) -> dict:
         if point.rate:
             row["target_rate"] = point.rate
             row["tuner_achieved_rate"] = t["achieved"]
+            row.update({
+                "tuner_p50_send_ms": t["p50_send_ms"], "tuner_p99_send_ms": t["p99_send_ms"],
+                "tuner_late_p50_ms": t["late_p50_ms"], "tuner_late_p99_ms": t["late_p99_ms"],
+                "p50_send_ratio": _paired_ratio([{"p50_ms": r["p50_send_ms"]} for r in t_runs], pa_runs, "p50_ms"),
+                "p99_send_ratio": _paired_ratio([{"p99_ms": r["p99_send_ms"]} for r in t_runs], pa_runs, "p99_ms"),
+            })
         row["runs"] = {"tuner": t_runs, "pa": pa_runs}
         out[point.key] = row
     return out
@@ -250,6 +291,11 @@ def loadgen_table(results: dict, echo: Callable[[str], None] = print) -> None:
              f"{f(r['p50_ratio'], 2):>6s} | {f(r['tuner_p99_ms'], 2):>12s} {f(r['pa_p99_ms'], 2):>6s} "
              f"{f(r['p99_ratio'], 2):>6s} | {f(r['tuner_cpu_us_per_req'], 0):>16s} "
              f"{f(r['pa_cpu_us_per_req'], 0):>6s} {f(r['cpu_ratio'], 2):>6s} | {flag}")
+        if "p99_send_ratio" in r:
+            echo(f"{'  from the send':16s} {'':>13s} {'':>8s} {'':>6s} | {f(r['tuner_p50_send_ms'], 3):>12s} "
+                 f"{f(r['pa_p50_ms'], 3):>6s} {f(r['p50_send_ratio'], 2):>6s} | {f(r['tuner_p99_send_ms'], 2):>12s} "
+                 f"{f(r['pa_p99_ms'], 2):>6s} {f(r['p99_send_ratio'], 2):>6s} | late p50 "
+                 f"{f(r['tuner_late_p50_ms'], 3)} p99 {f(r['tuner_late_p99_ms'], 3)} ms")
 
 
 def search(_ctx: BenchContext) -> dict:
@@ -275,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections to run")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--quick", action="store_true", help="1 s windows and one run per point (a smoke run; noisier)")
+    ap.add_argument("--points", default="", help="loadgen: only points whose key contains one of these "
+                                                   "comma-separated texts (e.g. identity_mix)")
     ap.add_argument("--repeat", type=int, default=None,
                     help="runs of each tool per point, interleaved; medians are shown (default 3, --quick 1)")
     args = ap.parse_args(argv)
@@ -291,11 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tuner-bench-") as tmp:
         work = Path(tmp)
         repo = prepare_repository(work / "repo", MODELS)
+        prepare_mix(repo, work)
         server = EmbeddedServer(repo.resolve(), work / "tritonserver.log")
         server.start()
         control = ServerControl(server.url, server.log_path)
         repeat = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 3))
-        ctx = BenchContext(server, control, work, pa, quick=args.quick, repeat=repeat, echo=echo)
+        ctx = BenchContext(server, control, work, pa, quick=args.quick, repeat=repeat, echo=echo,
+                           only=tuple(x for x in args.points.split(",") if x))
         if pa is None:
             ctx.notes.append("perf_analyzer is not available: tuner's figures only")
         doc: dict = {"meta": {

@@ -23,7 +23,9 @@ from tuner.load.spec import LoadSettings
 from tuner.results.store import load_results
 from tuner.server.embedded import EmbeddedServer, free_port
 from tuner.server.install import prepare_repository
-from tuner.results.stats import PERCENTILES, WindowSample, merge_windows, summarize
+from tuner.results.samples import WindowSample
+from tuner.results.selfcheck import late_window
+from tuner.results.stats import PERCENTILES, merge_windows, summarize
 
 from .conftest import ROOT, TUNER, request_plan, subprocess_env
 
@@ -346,3 +348,55 @@ def test_a_failure_inside_a_source_is_a_load_error_and_the_source_stops(monkeypa
         asyncio.run(go())
     assert str(info.value) == message and info.value.__cause__ is failure
     assert sources[0].calls == ["start", "window 0", "window 1", "stop"]
+
+
+# ------------------------------------------------ open loop: schedule vs send ---
+
+def _open_window(sched_us, send_us) -> WindowSample:
+    return WindowSample(start_s=0.0, duration_s=1.0, latencies_us=[int(x) for x in sched_us],
+                        send_latencies_us=[int(x) for x in send_us],
+                        client={"mode": "rate", "arrivals": "constant", "target": 100.0, "sent": len(sched_us),
+                                "scheduled": len(sched_us), "late_sends": 0, "capped_sends": 0})
+
+
+def test_latency_from_the_send_and_lateness_come_from_the_stored_samples():
+    rng = np.random.default_rng(3)
+    send = rng.integers(2000, 4000, 1000)
+    late = rng.integers(0, 50, 1000)
+    late[:5] = 2000  # a few sends 2 ms late
+    w = _open_window(send + late, send)
+    again = WindowSample.from_dict(json.loads(json.dumps(w.to_dict())))
+    assert again.send_latencies_us == w.send_latencies_us
+    s = summarize([again, again, again])
+    assert s.latency_send_ms["p99"] == pytest.approx(np.percentile(send, 99) / 1000)
+    assert s.latency_ms["p99"] >= s.latency_send_ms["p99"]
+    assert s.lateness_ms["max"] == pytest.approx(2.0) and s.lateness_ms["p50"] < 0.05
+    merged = merge_windows([w, w])
+    assert merged.send_latencies_us == w.send_latencies_us * 2
+
+
+def test_a_window_whose_sends_were_late_is_flagged_client_bound():
+    send = np.full(1000, 3000)
+    on_time = _open_window(send + 10, send)  # 10 us late: wake-up granularity
+    late = np.zeros(1000, dtype=np.int64)
+    late[-20:] = 1500  # p99 lateness 1.5 ms against a p99 latency of ~4.5 ms
+    stalled = _open_window(send + late, send)
+    assert not late_window(on_time) and late_window(stalled)
+    ok = summarize([on_time] * 3).client
+    assert not ok["client_bound"], ok["reason"]
+    bad = summarize([on_time, stalled, stalled]).client
+    assert bad["client_bound"] and "2 of 3 windows" in bad["reason"]
+
+
+@pytest.mark.triton
+def test_open_loop_records_both_latencies_per_request(remote_server):
+    plan = request_plan(remote_server.url, "synthetic")
+    settings = LoadSettings(warmup_s=0.3, window_s=0.5, min_windows=3, max_windows=3)
+    ps = _run(remote_server.url, "synthetic", plan, rate=150, settings=settings)
+    for w in ps.windows:
+        assert len(w.send_latencies_us) == len(w.latencies_us) > 0
+        assert all(0 <= a - b for a, b in zip(w.latencies_us, w.send_latencies_us))
+        assert w.client["late_p50_ms"] is not None and w.client["late_max_ms"] >= w.client["late_p99_ms"]
+    s = summarize(ps.windows)
+    assert 0 < s.latency_send_ms["p50"] <= s.latency_ms["p50"]
+    assert s.lateness_ms["p99"] <= s.lateness_ms["max"]

@@ -29,7 +29,7 @@ from tuner.results.records import CandidateRecord, Measurement
 from tuner.results.store import RunResults
 from tuner.results.stats import ServerDelta, WindowSample
 
-FIG_IDS = ("fig-curves", "fig-pareto", "fig-heatmap", "fig-breakdown", "fig-capacity")
+FIG_IDS = ("fig-curves", "fig-pareto", "fig-heatmap", "fig-breakdown", "fig-capacity", "fig-batches")
 XSS = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>")
 CONFIGS = Path(__file__).parent / "configs"
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)

@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from tuner import cli_inputs
 from tuner import config as cfgmod
 from tuner.errors import TunerError
 
@@ -27,16 +28,6 @@ def _ints(text: str, what: str) -> list[int]:
         raise typer.BadParameter(f"{what} takes comma-separated integers, e.g. 1,8,32") from None
     if not values:
         raise typer.BadParameter(f"{what} needs at least one value")
-    return values
-
-
-def _rates(text: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise typer.BadParameter("--request-rate takes comma-separated numbers, e.g. 100,400") from None
-    if not values or any(not v > 0 for v in values):
-        raise typer.BadParameter("--request-rate needs rates > 0")
     return values
 
 
@@ -101,17 +92,6 @@ def serve(
     serve_forever(model_repository, grpc_port, [m for m in load.split(",") if m], log, echo=typer.echo)
 
 
-def _shapes(items: list[str]) -> dict[str, list[int]]:
-    shapes = {}
-    for item in items:
-        name, _, dims = item.partition("=")
-        try:
-            shapes[name.strip()] = [int(d) for d in dims.split(",")]
-        except ValueError:
-            raise typer.BadParameter(f"--shape takes NAME=D1,D2,..., got '{item}'") from None
-    return shapes
-
-
 def _headers(items: list[str]) -> list[tuple[str, str]]:
     from tuner.server.connection import parse_header
 
@@ -130,6 +110,9 @@ ROOT_CERTIFICATES = typer.Option(None, help="PEM root certificates for TLS")
 PRIVATE_KEY = typer.Option(None, help="PEM client private key (mutual TLS)")
 CERTIFICATE_CHAIN = typer.Option(None, help="PEM client certificate chain (mutual TLS)")
 HEADER = typer.Option([], help="extra request header 'Name: value' (repeatable; never stored)")
+# What requests carry: measure, sweep and check take the same options.
+INPUT_DATA = typer.Option(None, "--input-data", help=cli_inputs.INPUT_DATA_HELP)
+BATCH_SIZE = typer.Option(None, "--batch-size", help=cli_inputs.BATCH_SIZE_HELP)
 
 
 def _load_settings(workers: str, ray_actors: int, transport: str, arrivals: str, **fields):
@@ -161,8 +144,9 @@ def measure(
     url: Optional[str] = typer.Option(None, help="gRPC host:port of a running Triton (default: start the embedded one)"),
     concurrency: Optional[str] = typer.Option(
         None, help="comma-separated concurrency levels (default 1,8,32 unless --request-rate is given)"),
-    request_rate: Optional[str] = typer.Option(
-        None, help="comma-separated request rates (requests/s) for open-loop points, e.g. 100,400"),
+    request_rate: Optional[str] = cli_inputs.REQUEST_RATE,
+    ramp: bool = cli_inputs.RAMP,
+    request_intervals: Optional[Path] = cli_inputs.REQUEST_INTERVALS,
     arrivals: str = typer.Option("constant", help="open-loop arrivals: constant or poisson"),
     workers: str = typer.Option(
         "0", help="load processes (0 = automatic from client cores and load); 'ray' or 'ray://HOST:PORT': "
@@ -173,8 +157,10 @@ def measure(
     metrics_url: Optional[str] = typer.Option(
         None, help="Triton metrics URL (default: the embedded server's, or http://<url host>:8002/metrics)"),
     version: str = typer.Option("", help="model version (default: the server's policy)"),
-    shape: list[str] = typer.Option([], help="shape for an input with variable dims: NAME=D1,D2"),
-    data: str = typer.Option("random", help="input data: random or zeros"),
+    shape: list[str] = typer.Option([], help=cli_inputs.SHAPE_HELP),
+    data: str = typer.Option("random", help="generated input data: random or zeros"),
+    input_data: Optional[Path] = INPUT_DATA,
+    batch_size: Optional[int] = BATCH_SIZE,
     window_s: float = typer.Option(2.0, help="measurement window length, seconds"),
     warmup_s: float = typer.Option(1.0, help="warm-up before the first window, seconds"),
     max_windows: int = typer.Option(8, help="windows before a point is flagged unstable"),
@@ -197,15 +183,17 @@ def measure(
 
     settings = _load_settings(workers, ray_actors, transport, arrivals, warmup_s=warmup_s, window_s=window_s,
                               max_windows=max_windows, stability_pct=stability_pct)
-    rates = _rates(request_rate) if request_rate is not None else []
-    levels = _ints(concurrency, "--concurrency") if concurrency is not None else ([] if rates else [1, 8, 32])
+    rates, traffic = cli_inputs.rates_and_traffic(request_rate, request_intervals, ramp)
+    levels = (_ints(concurrency, "--concurrency") if concurrency is not None
+              else ([] if rates or traffic else [1, 8, 32]))
     target = None
     if url:
         target = Connection(url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
                             certificate_chain=certificate_chain, headers=tuple(_headers(header)))
     result = measure_model(model, _run_dir(out, f"measure-{model}"), url=target, version=version,
-                           concurrencies=levels, settings=settings, shapes=_shapes(shape), data=data,
-                           request_rates=rates, arrivals=arrivals, metrics_url=metrics_url)
+                           concurrencies=levels, settings=settings, request_rates=rates, arrivals=arrivals,
+                           metrics_url=metrics_url, traffic=traffic,
+                           inputs=cli_inputs.input_spec(data, shape, input_data, batch_size or 1))
     measure_table(result)
     if json_out is not None:
         write_atomic(json_out, json.dumps(summary_json(result), indent=2) + "\n")
@@ -229,29 +217,36 @@ def sweep(
     search: Optional[str] = typer.Option(
         None, help="search strategy: smart (few measurements, skips what cannot win) or grid (every "
                    "candidate at every level); overrides the profile's [search] strategy"),
+    no_confirm: bool = typer.Option(
+        False, "--no-confirm", help="skip the confirmation phase (the winner, its near ties and the baseline "
+                                    "measured again, interleaved); overrides the profile's [search] confirm"),
+    model: Optional[str] = typer.Option(
+        None, help="sweep this model without a profile: the profile `tuner init` would write, kept in the run folder"),
+    input_data: Optional[Path] = INPUT_DATA,
+    batch_size: Optional[int] = BATCH_SIZE,
 ) -> None:
     """Sweep candidate configs and load levels, recommend one, write the report."""
-    from tuner.profile import load_profile
     from tuner.report.progress import SweepProgress
-    from tuner.sweep import new_run_dir, resume_profile, run_sweep
+    from tuner.server.connection import Connection
+    from tuner.sweep import run_sweep
 
-    if resume is not None:
-        prof = resume_profile(resume)
-        run_dir = resume
-    elif profile is None:
-        raise typer.BadParameter("give a profile name (e.g. `tuner sweep resnet`) or --resume RUN_DIR")
-    else:
-        prof = load_profile(profile)
-        run_dir = new_run_dir(prof.name, out)
+    conn = Connection(url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+                      certificate_chain=certificate_chain, headers=tuple(_headers(header))) if url else None
+    prof, run_dir = cli_inputs.sweep_profile(profile, model, resume, out, conn)
     if search is not None and search not in ("grid", "smart"):
         raise typer.BadParameter("--search takes grid or smart")
     if resume is not None and search is not None and search != prof.search.strategy:
         raise typer.BadParameter(f"--search {search}: {resume} was swept with '{prof.search.strategy}'; a resumed "
                                  "run replays its own strategy")
-    prof = prof.with_overrides(url=url, latency_budget_ms=latency_budget_ms,
-                               latency_percentile=latency_percentile, search_strategy=search)
+    prof = prof.with_overrides(url=url, latency_budget_ms=latency_budget_ms, latency_percentile=latency_percentile,
+                               search_strategy=search, input_data=input_data and str(input_data),
+                               batch_size=batch_size)
     prof = prof.with_connection(ssl=ssl, root_certificates=root_certificates, private_key=private_key,
                                 certificate_chain=certificate_chain, headers=_headers(header))
+    if no_confirm:  # this invocation only: pass it again with --resume
+        from dataclasses import replace
+
+        prof = replace(prof, search=replace(prof.search, confirm=False))
     with SweepProgress() as progress:
         outcome = run_sweep(prof, run_dir, resume=resume is not None, on_event=progress.on_event)
     from tuner.report.table import sweep_summary
@@ -358,6 +353,8 @@ def check(
     private_key: Optional[Path] = PRIVATE_KEY,
     certificate_chain: Optional[Path] = CERTIFICATE_CHAIN,
     header: list[str] = HEADER,
+    input_data: Optional[Path] = INPUT_DATA,
+    batch_size: Optional[int] = BATCH_SIZE,
 ) -> None:
     """Measure the profile's config at the baseline's load levels and compare (the CI gate)."""
     from tuner.gate.baseline import default_path
@@ -366,7 +363,8 @@ def check(
 
     opts = _compare_options(max_throughput_drop, max_latency_rise, confidence, run_noise, bootstrap, seed,
                             allow_env_mismatch)
-    prof = load_profile(profile).with_overrides(url=url)
+    prof = load_profile(profile).with_overrides(url=url, input_data=input_data and str(input_data),
+                                                batch_size=batch_size)
     prof = prof.with_connection(ssl=ssl, root_certificates=root_certificates, private_key=private_key,
                                 certificate_chain=certificate_chain, headers=_headers(header))
     base = baseline if baseline is not None else default_path(profile if prof.path is None else str(prof.path))
@@ -439,6 +437,12 @@ def plan(
         write_atomic(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
     if not result.feasible:
         raise typer.Exit(1)
+
+
+# ------------------------------------- profiles and data (issue 14) ---
+
+app.command("init")(cli_errors(cli_inputs.init_command))
+app.command("export")(cli_errors(cli_inputs.export_command))
 
 
 def main() -> None:  # pragma: no cover

@@ -3,22 +3,29 @@ before anything runs. Unknown keys, wrong types and impossible values are
 reported as one line naming the file, the key and the fix.
 
     [model]        name, version, url, config (path to its config.pbtxt, optional),
-                   first_dim_is_batch, data ("random" | "zeros"), [model.shapes]
+                   first_dim_is_batch, data ("random" | "zeros"), input_data (a perf_analyzer-format
+                   JSON file or a folder of .npy/.npz files; load/inputs.py documents both),
+                   batch_size (items per request, client-side batch; 1), [model.shapes] (per input
+                   a shape, INPUT0 = [128], or a weighted mix, INPUT0 = [{dims = [128], weight = 2}, ...])
     [server]       ssl, root_certificates, private_key, certificate_chain (PEM paths),
                    [server.headers] Name = "env:VAR" (values only from the environment)
     [search]       max_batch_size, max_queue_delay_us, preferred_batch_size (a rule or list of rules:
                    none, max, halves),
                    instance_count, concurrency (load levels, climbed in order),
                    plateau_pct (stop climbing when throughput grows less than this),
-                   strategy ("smart", the default: brackets each candidate's load level at the
-                   budget and skips candidates whose compute ceiling cannot beat the best so far;
-                   "grid": every candidate climbed through every listed level)
+                   strategy ("smart", the default: predicts every candidate from the server's
+                   statistics, measures the most promising, brackets each one's load level at the
+                   budget and skips what cannot beat the best so far; "grid": every candidate
+                   climbed through every listed level), confirm (true by default: the winner, the
+                   candidates within noise of it and the baseline measured again, interleaved, for
+                   confidence intervals; `tuner sweep --no-confirm` skips it), confirm_rounds (4)
     [constraints]  latency_percentile, latency_budget_ms, min_throughput_infer_per_s,
                    max_gpu_memory_mb (MiB, from the server's GPU telemetry; reported as
                    "not available" where the server exposes none), max_error_rate
     [objective]    goal = "max_throughput" | "min_latency" (lowest latency at the required
                    throughput, constraints.min_throughput_infer_per_s) |
-                   "max_throughput_per_instance"
+                   "max_throughput_per_instance" | "min_energy" (lowest GPU J/inference within the
+                   constraints, from the server's energy telemetry; "not available" without it)
     [measurement]  warmup_s, window_s, min_windows, max_windows, stability_pct,
                    request_timeout_s, workers (load processes, 0 = automatic; "ray" or
                    "ray://HOST:PORT": load from Ray actors), ray_actors (0 = one per node)
@@ -40,6 +47,7 @@ else:  # pragma: no cover
 from tuner.config import CandidateSpec, PREFERRED_RULES, expand_specs
 from tuner.server.connection import Connection
 from tuner.errors import ProfileError
+from tuner.load.inputs import InputSpec, ShapeChoice, parse_shape_mix
 from tuner.load.spec import LoadSettings
 from tuner.search.recommend import Constraints, GOALS, LATENCY_KEYS
 
@@ -63,6 +71,8 @@ class SearchSpace:
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     plateau_pct: float = 3.0
     strategy: str = "smart"
+    confirm: bool = True  # measure the winner, its near ties and the baseline again, interleaved
+    confirm_rounds: int = 4  # rounds of the confirmation (each config once per round)
 
     def specs(self) -> list[CandidateSpec]:
         return expand_specs(list(self.max_batch_size), list(self.max_queue_delay_us),
@@ -81,7 +91,9 @@ class Profile:
     config_path: Path | None = None
     first_dim_is_batch: bool = False
     data: str = "random"
-    shapes: dict[str, list[int]] = field(default_factory=dict)
+    shapes: dict[str, tuple[ShapeChoice, ...]] = field(default_factory=dict)
+    input_data: Path | None = None
+    batch_size: int = 1
     search: SearchSpace = field(default_factory=SearchSpace)
     constraints: Constraints = field(default_factory=Constraints)
     goal: str = "max_throughput"
@@ -89,6 +101,11 @@ class Profile:
     text: str = ""
     overrides: dict = field(default_factory=dict)  # CLI flags applied over the file
     base_dir: Path | None = None  # the folder relative paths in the profile resolve against
+
+    @property
+    def inputs(self) -> InputSpec:
+        """What the profile's requests carry."""
+        return InputSpec(data=self.data, data_path=self.input_data, shapes=self.shapes, batch_size=self.batch_size)
 
     @property
     def sha256(self) -> str:
@@ -115,12 +132,24 @@ class Profile:
         return replace(self, tls=tls, headers=tuple(merged.items()))
 
     def with_overrides(self, *, url: str | None = None, latency_budget_ms: float | None = None,
-                       latency_percentile: str | None = None, search_strategy: str | None = None) -> "Profile":
+                       latency_percentile: str | None = None, search_strategy: str | None = None,
+                       input_data: str | None = None, batch_size: int | None = None) -> "Profile":
         p = self
         overrides = dict(self.overrides)
         if url:
             p = replace(p, url=url)
             overrides["url"] = url
+        if input_data:  # kept absolute: a resumed run may start elsewhere
+            path = Path(input_data).resolve()
+            if not path.exists():
+                raise ProfileError(f"--input-data {input_data}: no such file or folder")
+            p = replace(p, input_data=path)
+            overrides["input_data"] = str(path)
+        if batch_size is not None:
+            if batch_size < 1:
+                raise ProfileError(f"--batch-size must be >= 1, got {batch_size}")
+            p = replace(p, batch_size=batch_size)
+            overrides["batch_size"] = batch_size
         if search_strategy is not None:
             from tuner.search.strategy import STRATEGIES
 
@@ -291,16 +320,22 @@ def _model_section(m: _Reader, at: _Where) -> dict:
     data = m.get("data", str, "random")
     if data not in ("random", "zeros"):
         m.fail("model.data", f"must be \"random\" or \"zeros\", got {data!r}")
-    shapes: dict[str, list[int]] = {}
-    for name, dims in m.get("shapes", dict, {}).items():
-        if not isinstance(dims, list) or not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
-                                                         for d in dims):
-            m.fail(f"model.shapes.{name}", f"must be a list of positive integers (the per-request dims), got {dims!r}")
-        shapes[name] = list(dims)
+    shapes: dict[str, tuple[ShapeChoice, ...]] = {}
+    for name, value in m.get("shapes", dict, {}).items():
+        try:
+            shapes[name] = parse_shape_mix(value)
+        except ValueError as err:
+            m.fail(f"model.shapes.{name}", f"{err}; e.g. {name} = [128] or {name} = [{{dims = [128], weight = 2}}]")
+    input_data = m.get("input_data", str, "") or None
+    if input_data and at.check_files and not at.file(input_data).exists():
+        m.fail("model.input_data", f"{at.file(input_data)} does not exist; give a perf_analyzer-format JSON "
+               "file or a folder of .npy/.npz files (relative paths start at the profile's folder)")
+    batch_size = int(m.number("batch_size", 1, minimum=1, integer=True))
     m.finish()
     return {"model": model, "version": str(version), "url": url,
             "config_path": at.file(config_path) if config_path else None,
-            "first_dim_is_batch": first_dim_is_batch, "data": data, "shapes": shapes}
+            "first_dim_is_batch": first_dim_is_batch, "data": data, "shapes": shapes,
+            "input_data": at.file(input_data) if input_data else None, "batch_size": batch_size}
 
 
 def _search_section(s: _Reader) -> SearchSpace:
@@ -313,6 +348,8 @@ def _search_section(s: _Reader) -> SearchSpace:
         concurrency=s.int_list("concurrency", d.concurrency, minimum=1),
         plateau_pct=s.number("plateau_pct", d.plateau_pct, minimum=0),
         strategy=s.get("strategy", str, d.strategy),
+        confirm=s.get("confirm", bool, d.confirm),
+        confirm_rounds=int(s.number("confirm_rounds", d.confirm_rounds, minimum=2, integer=True)),
     )
     from tuner.search.strategy import STRATEGIES
 

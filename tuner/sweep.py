@@ -7,7 +7,10 @@ it, tell the strategy. The model's original config is measured first (the
 baseline). Each point is appended to results.jsonl as it finishes; `resume`
 feeds every stored point back to the strategy instead of measuring it again
 (strategies are pure, so they ask for the same steps). A killed embedded
-server is restarted and the point measured again. The session restores the
+server is restarted and the point measured again. Then, unless the profile
+turns it off, the confirmation phase (`tuner/confirm.py`) measures the
+winner, its near ties and the baseline again in interleaved rounds; stored
+rounds are not measured again on resume. The session restores the
 original config at the end, after a failure and after Ctrl-C / SIGTERM.
 """
 
@@ -25,6 +28,7 @@ from tuner.load.client import LoadClient
 from tuner.load.request import RequestPlan, build_request
 from tuner.load.telemetry import default_metrics_url
 from tuner.profile import Profile, load_run_profile, save_run_profile
+from tuner.confirm import ConfirmPhase
 from tuner.report.outputs import finalize_run
 from tuner.results.records import CandidateEnd, CandidateRecord, Measurement
 from tuner.results.rundir import RunLock, new_run_dir
@@ -77,8 +81,10 @@ class Sweep:
                     cfgmod.make_candidate(original, cand, first_dim_is_batch=p.first_dim_is_batch)
                 except ConfigError:  # a broken original aborts; a refused candidate is recorded in its turn
                     cfgmod.check_tunable(original, first_dim_is_batch=p.first_dim_is_batch, where=p.model)
-            s.record_run(candidates_planned=len(specs))
-            plan = build_request(readback, p.model, p.version, p.shapes, p.data)
+            plan = build_request(readback, p.model, p.version, inputs=p.inputs)
+            env = s.environment()
+            env["input_mix"] = plan.mix  # what the requests carry: a baseline must match it
+            s.record_run(env, candidates_planned=len(specs))
             loop = _Loop(self, original, readback, specs, plan)
             eventloop.run(loop.run())
         with RunLock(self.run_dir):
@@ -148,6 +154,8 @@ class _Loop:
                     self._end(step)
                     continue
                 await self._point(step)
+            if self.p.search.confirm:
+                await ConfirmPhase(self).run()
         finally:
             await self._close_client()
 

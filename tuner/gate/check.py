@@ -65,6 +65,8 @@ def run_check(profile: Profile, baseline: Path | str, run_dir: Path, *, config: 
                        profile_sha256=profile.sha256, metrics_url=metrics_url)
     with RunSession(Path(run_dir), spec) as s:
         env = s.environment()
+        # what the requests carry is part of the environment: a baseline of another mix is another workload
+        env["input_mix"] = build_request(s.readback, profile.model, profile.version, inputs=profile.inputs).mix
         mismatches, _, _ = differences(base.environment, env)
         if mismatches and not options.allow_env_mismatch:
             raise EnvironmentMismatch(
@@ -114,7 +116,7 @@ def _measure(s: RunSession, profile: Profile, target: _Target, levels: list[int]
     measured_cfg = s.readback if is_original else s.model.apply(target.applied)
     s.record(CandidateRecord(spec=target.spec, status="loaded", config_json=cfgmod.config_to_json(measured_cfg),
                              is_baseline=is_original))
-    plan = build_request(measured_cfg, profile.model, profile.version, profile.shapes, profile.data)
+    plan = build_request(measured_cfg, profile.model, profile.version, inputs=profile.inputs)
     cid = "baseline" if is_original else target.spec.candidate_id
     return eventloop.run(measure_points(
         s, plan, LoadPlan(tuple(levels)), profile.measurement, cid, on_point,

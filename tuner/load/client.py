@@ -50,7 +50,8 @@ from tuner.load.raypool import RayPool
 from tuner.load.request import DTYPES, RequestPlan, ResponseChecker, build_request, check_response
 from tuner.load.source import LoadSource, LocalSource, load_error
 from tuner.load.spec import ARRIVALS, LoadSettings, LoadShare, LoadSpec, PointSamples, resolve_workers
-from tuner.results.stats import ServerDelta, is_stable
+from tuner.results.samples import ServerDelta
+from tuner.results.stats import is_stable
 from tuner.server.connection import Connection, as_connection
 
 # The load's public names, wherever they live.

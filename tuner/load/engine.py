@@ -1,8 +1,11 @@
 """One process's share of a load point: sends requests, records timestamps.
 
 Closed loop (N requests in flight) or open loop (sends at scheduled times,
-latency measured from the schedule); unary calls or the ModelStreamInfer
-stream (decoupled models, and low load where it costs less latency). Each
+latency measured from the schedule: a steady rate, a replayed intervals file,
+a step or ramp schedule); unary calls or the ModelStreamInfer stream
+(decoupled models, and low load where it costs less latency). Requests come
+from the plan's pool of serialized payloads, in the plan's order; with more
+than one request shape, each latency keeps its request's shape index. Each
 process only records; windows are cut at fixed boundaries of the system-wide
 monotonic clock, so the windows of several processes line up (`Engine.cut`).
 """
@@ -21,8 +24,10 @@ from tritonclient.grpc import service_pb2
 from tuner.load.channel import LoadChannel
 from tuner.load.spec import LoadSettings, LoadShare, SPIN_LEAD_NS, SPIN_MAX_RATE, max_inflight, use_stream
 from tuner.load.request import RequestPlan, ResponseChecker, check_parsed, stream_payload
-from tuner.load.schedule import Schedule, Timer
-from tuner.results.stats import LATE_SEND_MS, WindowSample
+from tuner.load.schedule import Timer
+from tuner.load.traffic import make_schedule
+from tuner.results.samples import WindowSample
+from tuner.results.selfcheck import LATE_SEND_MS
 
 
 def _us(values_ns: array) -> list[int]:
@@ -55,11 +60,17 @@ class Engine:
         self.infer = channel.infer
         self.metadata = channel.metadata
         self.plan = plan
+        self.payloads = plan.payloads
+        self.order = plan.order
+        self.next_k = share.index * len(plan.order) // max(1, share.of)  # processes start apart in the order
+        self.track = plan.shapes > 1  # latencies keep their request's shape
         self.settings = settings
         self.share = share
         self.stream = use_stream(plan, settings, share)
         self.ends = array("q")
         self.lats = array("q")
+        self.sent_lats = array("q")  # open loop: latency from the actual send, parallel to lats
+        self.shape_idx = array("i")  # several request shapes: each latency's shape index, parallel to lats
         self.firsts = array("q")
         self.nresp = array("q")
         self.err_ts = array("q")
@@ -70,12 +81,12 @@ class Engine:
         self.lag = array("q")
         self.error_kinds: dict[str, int] = {}
         self.first_error = ""
-        self.checker = ResponseChecker(plan.expected_outputs, settings.check_every)
+        self.checker = ResponseChecker(plan.expected_outputs, settings.check_every, per_payload=plan.expected)
         self.running = False
         self.inflight = 0
         self.tasks: list[asyncio.Task] = []
         self.pending: set[asyncio.Task] = set()
-        self.schedule: Schedule | None = None
+        self.schedule = None  # open loop: send times (schedule.Schedule or a traffic schedule)
         self.streamer: Streamer | None = None
         self.crashed: BaseException | None = None
         self._idx: dict[str, int] = {}
@@ -146,17 +157,22 @@ class Engine:
     # -- closed loop, unary
     async def _closed_unary(self) -> None:
         infer = self.infer
-        payload = self.plan.payload
+        payloads, order = self.payloads, self.order
+        n_order = len(order)
         timeout = self.settings.request_timeout_s
         md = self.metadata
         perf = time.perf_counter_ns
         check = self.checker
         ends, lats = self.ends.append, self.lats.append
+        track, shape_of, shapes = self.track, self.plan.shape_of, self.shape_idx.append
         while self.running:
+            k = self.next_k
+            self.next_k = k + 1 if k + 1 < n_order else 0
+            p = order[k]
             t0 = perf()
             self.inflight += 1
             try:
-                raw = await infer(payload, timeout=timeout, metadata=md)
+                raw = await infer(payloads[p], timeout=timeout, metadata=md)
             except grpc.aio.AioRpcError as err:
                 self.inflight -= 1
                 self.error(err.code().name, err.details() or "")
@@ -165,17 +181,20 @@ class Engine:
                 continue
             t1 = perf()
             self.inflight -= 1
-            problem = check(raw)
+            problem = check(raw, p)
             if problem is not None:
                 self.error("BAD_OUTPUT", problem)
                 continue
             ends(t1)
             lats(t1 - t0)
+            if track:
+                shapes(shape_of[p])
 
     # -- open loop
     async def _scheduler(self, t_start_ns: int, fire) -> None:
         share = self.share
-        sched = self.schedule = Schedule(t_start_ns, share.rate, share.spec.arrivals, share.offset_ns, share.seed)
+        sched = self.schedule = make_schedule(t_start_ns, share, int(self.settings.warmup_s * 1e9),
+                                              int(self.settings.window_s * 1e9))
         timer = Timer()
         perf = time.perf_counter_ns
         cap = max_inflight(self.settings, share.rate)
@@ -202,9 +221,10 @@ class Engine:
                             capped(now)
                             last_capped = i
                         break
-                    send_ts(now)
-                    late(now - t)
-                    fire(t)
+                    t_send = perf()  # later sends of a burst go out later than `now`
+                    send_ts(t_send)
+                    late(t_send - t)
+                    fire(t, t_send)
                     i += 1
                     n += 1
                     t = sched.at(i)
@@ -215,16 +235,23 @@ class Engine:
         finally:
             timer.close()
 
-    def _fire_unary(self, t_sched: int) -> None:
+    def next_payload(self) -> int:
+        """The next payload in the plan's order (cycled)."""
+        k = self.next_k
+        self.next_k = k + 1 if k + 1 < len(self.order) else 0
+        return self.order[k]
+
+    def _fire_unary(self, t_sched: int, t_send: int) -> None:
         self.inflight += 1
+        p = self.next_payload()
         # The call is made here, not in the task: its send is queued now, one
         # event-loop turn earlier than from inside a new task.
-        call = self.infer(self.plan.payload, timeout=self.settings.request_timeout_s, metadata=self.metadata)
-        task = asyncio.get_running_loop().create_task(self._one_unary(call, t_sched))
+        call = self.infer(self.payloads[p], timeout=self.settings.request_timeout_s, metadata=self.metadata)
+        task = asyncio.get_running_loop().create_task(self._one_unary(call, t_sched, t_send, p))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
-    async def _one_unary(self, call, t_sched: int) -> None:
+    async def _one_unary(self, call, t_sched: int, t_send: int, p: int) -> None:
         try:
             raw = await call
         except asyncio.CancelledError:
@@ -236,12 +263,15 @@ class Engine:
         finally:
             self.inflight -= 1
         t1 = time.perf_counter_ns()
-        problem = self.checker(raw)
+        problem = self.checker(raw, p)
         if problem is not None:
             self.error("BAD_OUTPUT", problem)
             return
         self.ends.append(t1)
         self.lats.append(t1 - t_sched)
+        self.sent_lats.append(t1 - t_send)
+        if self.track:
+            self.shape_idx.append(self.plan.shape_of[p])
 
     # -- self-check
     async def _ticker(self) -> None:
@@ -271,46 +301,19 @@ class Engine:
         now_cpu, now_wall = time.process_time(), time.perf_counter_ns()
         prev = self._prev_b
         i0, i1 = self._since("ends", self.ends, b)
-        lats = self.lats[i0:i1]
         e0, e1 = self._since("errors", self.err_ts, b)
-        s0, s1 = self._since("sends", self.send_ts, b)
-        c0, c1 = self._since("capped", self.capped_ts, b)
-        l0, l1 = self._since("lag", self.lag_ts, b)
         duration_ns = max(1, b - prev)
-        share = self.share
-        late = self.late[s0:s1]
-        lag = self.lag[l0:l1]
-        cpu_s = now_cpu - self._prev_cpu
-        wall_s = max(1e-9, (now_wall - self._prev_wall) / 1e9)
-        client = {
-            "mode": share.spec.mode,
-            "arrivals": share.spec.arrivals if share.rate > 0 else "closed",
-            "target": share.rate if share.rate > 0 else float(share.concurrency),
-            "achieved": ((s1 - s0) / (duration_ns / 1e9)) if share.rate > 0 else float(sum(lats)) / duration_ns,
-            "scheduled": None,
-            "sent": (s1 - s0) if share.rate > 0 else (i1 - i0) + (e1 - e0),
-            "late_sends": (int(np.count_nonzero(np.frombuffer(late, dtype=np.int64) > LATE_SEND_MS * 1e6))
-                           if share.rate > 0 else None),
-            "late_p99_ms": _pct_ms(late, 99) if share.rate > 0 else None,
-            "capped_sends": (c1 - c0) if share.rate > 0 else None,
-            "inflight": self.inflight if not self.streamer else len(self.streamer.pending),
-            "loop_lag_p99_ms": _pct_ms(lag, 99),
-            "loop_lag_max_ms": (max(lag) / 1e6) if len(lag) else None,
-            "cpu_s": cpu_s,
-            "cpu_util_max": cpu_s / wall_s,
-            "checked": self.checker.checked - self._prev_checked,
-            "workers": 1,
-        }
-        if self.schedule is not None:
-            n = self.schedule.count_before(b)
-            client["scheduled"] = n - self._prev_sched
-            self._prev_sched = n
+        client = _self_check(self, b, duration_ns, self.lats[i0:i1], e1 - e0, now_cpu, now_wall)
+        batch = self.plan.batch_size
         window = WindowSample(
             start_s=prev / 1e9,
             duration_s=duration_ns / 1e9,
-            latencies_us=_us(lats),
+            latencies_us=_us(self.lats[i0:i1]),
             errors=e1 - e0,
             client=client,
+            send_latencies_us=_us(self.sent_lats[i0:i1]) if self.share.rate > 0 else None,
+            shape_index=self.shape_idx[i0:i1].tolist() if self.track else None,
+            batch_size=batch if batch > 1 else None,
         )
         if self.stream:  # the stream parses and checks every response
             responses = int(sum(self.nresp[i0:i1]))
@@ -322,6 +325,48 @@ class Engine:
         self._prev_cpu, self._prev_wall = now_cpu, now_wall
         self._prev_checked = self.checker.checked
         return window
+
+
+def _self_check(e: "Engine", b: int, duration_ns: int, lats: array, errors: int, now_cpu: float,
+                now_wall: int) -> dict:
+    """An engine's record of itself over a window (`selfcheck.py` documents the keys)."""
+    s0, s1 = e._since("sends", e.send_ts, b)
+    c0, c1 = e._since("capped", e.capped_ts, b)
+    l0, l1 = e._since("lag", e.lag_ts, b)
+    share = e.share
+    open_loop = share.rate > 0
+    late = e.late[s0:s1]
+    lag = e.lag[l0:l1]
+    cpu_s = now_cpu - e._prev_cpu
+    wall_s = max(1e-9, (now_wall - e._prev_wall) / 1e9)
+    scheduled = None
+    if e.schedule is not None:
+        n = e.schedule.count_before(b)
+        scheduled, e._prev_sched = n - e._prev_sched, n
+    target = share.rate if open_loop else float(share.concurrency)
+    if share.spec.traffic is not None and scheduled is not None:
+        target = scheduled / (duration_ns / 1e9)  # the schedule's own rate over this window
+    return {
+        "mode": share.spec.mode,
+        "arrivals": share.spec.arrivals if open_loop else "closed",
+        "target": target,
+        "achieved": ((s1 - s0) / (duration_ns / 1e9)) if open_loop else float(sum(lats)) / duration_ns,
+        "scheduled": scheduled,
+        "sent": (s1 - s0) if open_loop else len(lats) + errors,
+        "late_sends": (int(np.count_nonzero(np.frombuffer(late, dtype=np.int64) > LATE_SEND_MS * 1e6))
+                       if open_loop else None),
+        "late_p50_ms": _pct_ms(late, 50) if open_loop else None,
+        "late_p99_ms": _pct_ms(late, 99) if open_loop else None,
+        "late_max_ms": (max(late) / 1e6) if open_loop and len(late) else None,
+        "capped_sends": (c1 - c0) if open_loop else None,
+        "inflight": e.inflight if not e.streamer else len(e.streamer.pending),
+        "loop_lag_p99_ms": _pct_ms(lag, 99),
+        "loop_lag_max_ms": (max(lag) / 1e6) if len(lag) else None,
+        "cpu_s": cpu_s,
+        "cpu_util_max": cpu_s / wall_s,
+        "checked": e.checker.checked - e._prev_checked,
+        "workers": 1,
+    }
 
 
 class Streamer:
@@ -337,22 +382,26 @@ class Streamer:
 
     def __init__(self, engine: Engine):
         self.e = engine
-        self.payload = stream_payload(engine.plan.payload)
-        self.expected = engine.plan.expected_outputs
+        self.payloads = tuple(stream_payload(p) for p in engine.plan.payloads)
+        self.expected = engine.plan.expected
+        self.shape_of = engine.plan.shape_of
         self.decoupled = engine.plan.decoupled
-        self.pending: dict[str, list] = {}  # id -> [t_sched, t_first, responses, problem]
+        # id -> [t_sched, t_first, responses, problem, t_send, payload]
+        self.pending: dict[str, list] = {}
         self.queue: asyncio.Queue = asyncio.Queue()
         self.seq = 0
         self.concurrency = 0
         self.call = None
 
-    def send(self, t_sched: int) -> None:
+    def send(self, t_sched: int, t_send: int = 0) -> None:
+        """Queue one request; on a stream, its send time is when it is queued to be written."""
         self.seq += 1
         rid = str(self.seq)
         b = rid.encode()
-        self.pending[rid] = [t_sched, 0, 0, None]
+        p = self.e.next_payload()
+        self.pending[rid] = [t_sched, 0, 0, None, t_send or t_sched, p]
         self.e.inflight = len(self.pending)
-        self.queue.put_nowait(self.payload + b"\x1a" + bytes((len(b),)) + b)
+        self.queue.put_nowait(self.payloads[p] + b"\x1a" + bytes((len(b),)) + b)
 
     async def _requests(self, queue: asyncio.Queue):
         while True:
@@ -415,7 +464,7 @@ class Streamer:
             if not st[1]:
                 st[1] = t
             if st[3] is None:
-                st[3] = check_parsed(ir, self.expected)
+                st[3] = check_parsed(ir, self.expected[st[5]])
         flag = ir.parameters.get("triton_final_response")
         final = flag.bool_param if flag is not None else not self.decoupled
         if not final:
@@ -428,8 +477,11 @@ class Streamer:
         else:
             e.ends.append(t)
             e.lats.append(t - st[0])
+            e.sent_lats.append(t - st[4])
             e.firsts.append((st[1] or t) - st[0])
             e.nresp.append(st[2])
+            if e.track:
+                e.shape_idx.append(self.shape_of[st[5]])
         self._next()
 
     def _next(self) -> None:

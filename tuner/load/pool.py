@@ -26,7 +26,8 @@ from tuner.load.channel import LoadChannel
 from tuner.load.eventloop import new_event_loop
 from tuner.load.source import LoadSource, SourceError, sleep_until_ns
 from tuner.load.worker import ShareJob, first_crash, merge_errors, run_share, window_timeout_s
-from tuner.results.stats import WindowSample, merge_windows
+from tuner.results.samples import WindowSample
+from tuner.results.stats import merge_windows
 from tuner.server.connection import Connection, as_connection
 
 START_TIMEOUT_S = 60.0

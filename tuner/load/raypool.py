@@ -44,7 +44,9 @@ from tuner.load.channel import LoadChannel
 from tuner.load.eventloop import new_event_loop
 from tuner.load.source import LoadSource, SourceError, sleep_until_ns
 from tuner.load.worker import ShareJob, first_crash, merge_errors, run_share, window_timeout_s
-from tuner.results.stats import WindowSample, client_summary, merge_windows
+from tuner.results.samples import WindowSample
+from tuner.results.selfcheck import client_summary
+from tuner.results.stats import merge_windows
 from tuner.server.connection import Connection, as_connection
 
 INSTALL_HINT = "load from a Ray cluster needs Ray: pip install 'tuner[distributed]'"

@@ -13,7 +13,8 @@ from bisect import bisect_left
 import numpy as np
 
 from tuner.errors import LoadError
-from tuner.load.spec import ARRIVALS
+
+ARRIVALS = ("constant", "poisson")  # how sends are spaced at a given rate
 
 class _ITimerSpec(ctypes.Structure):
     _fields_ = [("interval_s", ctypes.c_long), ("interval_ns", ctypes.c_long),

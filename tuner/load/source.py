@@ -22,7 +22,7 @@ from tuner.load.channel import LoadChannel
 from tuner.load.engine import Engine
 from tuner.load.request import RequestPlan
 from tuner.load.spec import LoadSettings, LoadSpec
-from tuner.results.stats import WindowSample
+from tuner.results.samples import WindowSample
 
 
 class SourceError(Exception):

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 from tuner.errors import LoadError
 from tuner.load.request import RequestPlan
-from tuner.results.stats import WindowSample
+from tuner.load.schedule import ARRIVALS  # noqa: F401 - the load's names are read from here
+from tuner.load.traffic import Traffic
+from tuner.results.samples import WindowSample
 
 @dataclass
 class LoadSettings:
@@ -32,21 +34,30 @@ class LoadSpec:
     """What load to offer: N requests in flight, or a request rate."""
 
     concurrency: int = 0
-    rate: float = 0.0  # requests/s; > 0 means open loop
-    arrivals: str = "closed"  # "closed" | "constant" | "poisson"
+    rate: float = 0.0  # requests/s; > 0 means open loop (with `traffic`: its mean rate)
+    arrivals: str = "closed"  # "closed" | "constant" | "poisson" | "intervals"
+    traffic: Traffic | None = None  # open loop: a replayed intervals file, a step or ramp schedule
 
     @property
     def mode(self) -> str:
         return "rate" if self.rate > 0 else "concurrency"
 
+    @property
+    def label(self) -> str:
+        """How sends are timed: "closed", "constant", "poisson", "intervals", "step ..." or "ramp ..."."""
+        if self.traffic is not None and self.traffic.kind in ("step", "ramp"):
+            return f"{self.traffic.kind} {self.arrivals}"
+        return self.arrivals
+
     def share(self, i: int, n: int, seed: int = 0) -> "LoadShare":
         """Process i's part of the load when n processes offer it together."""
         if self.rate > 0:
             # constant: the processes interleave (process i sends at i/R, i/R + n/R, ...);
-            # poisson: n independent Poisson processes of rate R/n merge into one of rate R.
-            return LoadShare(self, 0, self.rate / n, int(i * 1e9 / self.rate), seed * 1000 + i)
+            # poisson: n independent Poisson processes of rate R/n merge into one of rate R;
+            # traffic: process i takes sends i, i + n, ... of the one global schedule.
+            return LoadShare(self, 0, self.rate / n, int(i * 1e9 / self.rate), seed * 1000 + i, i, n)
         base, extra = divmod(self.concurrency, n)
-        return LoadShare(self, base + (1 if i < extra else 0), 0.0, 0, seed * 1000 + i)
+        return LoadShare(self, base + (1 if i < extra else 0), 0.0, 0, seed * 1000 + i, i, n)
 
 
 @dataclass(frozen=True)
@@ -56,9 +67,10 @@ class LoadShare:
     rate: float
     offset_ns: int
     seed: int
+    index: int = 0  # this process, of `of` processes
+    of: int = 1
 
 
-ARRIVALS = ("constant", "poisson")
 TRANSPORTS = ("auto", "unary", "stream")
 STREAM_MAX_CONCURRENCY = 2
 PER_PROCESS_CONCURRENCY = 64  # automatic workers: one load process per this many in flight

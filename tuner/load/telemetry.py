@@ -7,12 +7,24 @@ metrics off or the port closed; a scrape that fails returns None quickly
 (short timeout) and is never an error.
 
 A window's telemetry (`window_telemetry`), all keys optional:
-  gpus                    {gpu_uuid: {"utilization": 0..1, "memory_used_bytes", "power_w"}}
-                          at the window's end; absent on hosts without GPU metrics
+  gpus                    {gpu_uuid: {"utilization": 0..1, "memory_used_bytes", "memory_total_bytes",
+                          "power_w", "power_limit_w"}} at the window's end, plus "energy_j": the
+                          GPU's nv_energy_consumption counter over the window; absent on hosts
+                          without GPU metrics
+  energy_j                every GPU's energy over the window, summed (only when every GPU's
+                          counter could be read at both ends)
+  inference_count         the model's nv_inference_count over the window (inferences, not requests)
+  energy_j_per_infer      energy_j / inference_count for this window alone, when energy_j > 0;
+                          Triton refreshes GPU metrics every --metrics-interval-ms (2 s by default),
+                          so one window's value is coarse: a point's figure sums its windows
+                          (stats.telemetry_summary)
   cpu_utilization         0..1, at the window's end
   cpu_memory_used_bytes   at the window's end
   pending_requests        the model's nv_inference_pending_request_count at the window's end
   request_success, request_failure   the model's request counters over the window (deltas)
+
+Energy is the whole GPU's, whatever else runs on it: on a GPU shared with
+other models or processes it is an upper bound for this model.
 """
 
 from __future__ import annotations
@@ -31,8 +43,11 @@ SCRAPE_TIMEOUT_S = 0.5
 GPU_GAUGES = {
     "nv_gpu_utilization": "utilization",
     "nv_gpu_memory_used_bytes": "memory_used_bytes",
+    "nv_gpu_memory_total_bytes": "memory_total_bytes",
     "nv_gpu_power_usage": "power_w",
+    "nv_gpu_power_limit": "power_limit_w",
 }
+GPU_COUNTERS = {"nv_energy_consumption": "energy_j"}  # joules since the server started
 CPU_GAUGES = {
     "nv_cpu_utilization": "cpu_utilization",
     "nv_cpu_memory_used_bytes": "cpu_memory_used_bytes",
@@ -41,8 +56,9 @@ MODEL_GAUGES = {"nv_inference_pending_request_count": "pending_requests"}
 MODEL_COUNTERS = {
     "nv_inference_request_success": "request_success",
     "nv_inference_request_failure": "request_failure",
+    "nv_inference_count": "inference_count",
 }
-WANTED = set(GPU_GAUGES) | set(CPU_GAUGES) | set(MODEL_GAUGES) | set(MODEL_COUNTERS)
+WANTED = set(GPU_GAUGES) | set(GPU_COUNTERS) | set(CPU_GAUGES) | set(MODEL_GAUGES) | set(MODEL_COUNTERS)
 
 # No proxies: a metrics endpoint is on the server's own network.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -66,6 +82,7 @@ class Snapshot:
     """One scrape, reduced to the families tuner reads."""
 
     gpus: dict[str, dict[str, float]] = field(default_factory=dict)
+    gpu_counters: dict[str, dict[str, float]] = field(default_factory=dict)  # {uuid: {"energy_j": J}}
     cpu: dict[str, float] = field(default_factory=dict)
     pending_requests: float | None = None
     counters: dict[str, float] = field(default_factory=dict)
@@ -84,9 +101,9 @@ def parse_metrics(text: str, model: str = "", version: str = "") -> Snapshot:
             labels = sample.labels
             value = float(sample.value)
             if name in GPU_GAUGES:
-                uuid = labels.get("gpu_uuid", "")
-                key = GPU_GAUGES[name]
-                snap.gpus.setdefault(uuid, {})[key] = value
+                snap.gpus.setdefault(labels.get("gpu_uuid", ""), {})[GPU_GAUGES[name]] = value
+            elif name in GPU_COUNTERS:
+                snap.gpu_counters.setdefault(labels.get("gpu_uuid", ""), {})[GPU_COUNTERS[name]] = value
             elif name in CPU_GAUGES:
                 snap.cpu[CPU_GAUGES[name]] = value
             else:
@@ -125,7 +142,7 @@ def window_telemetry(before: Snapshot | None, after: Snapshot | None) -> dict | 
     if after is None:
         return None
     out: dict = {}
-    if after.gpus:
+    if after.gpus or after.gpu_counters:
         out["gpus"] = {uuid: dict(g) for uuid, g in after.gpus.items()}
     out.update(after.cpu)
     if after.pending_requests is not None:
@@ -134,4 +151,23 @@ def window_telemetry(before: Snapshot | None, after: Snapshot | None) -> dict | 
         for key, value in after.counters.items():
             if key in before.counters:
                 out[key] = value - before.counters[key]
+        _energy(before, after, out)
     return out
+
+
+def _energy(before: Snapshot, after: Snapshot, out: dict) -> None:
+    """Each GPU's energy over the window, their sum, and the sum per inference."""
+    deltas = {}
+    for uuid, counters in after.gpu_counters.items():
+        start = before.gpu_counters.get(uuid, {}).get("energy_j")
+        end = counters.get("energy_j")
+        if start is None or end is None or end < start:  # a GPU new to the scrape, or a restarted server
+            continue
+        deltas[uuid] = end - start
+        out["gpus"].setdefault(uuid, {})["energy_j"] = end - start
+    if not deltas or len(deltas) < len(after.gpu_counters):
+        return  # a sum over some GPUs only would pass for the whole server's energy
+    out["energy_j"] = sum(deltas.values())
+    inferences = out.get("inference_count")
+    if inferences and out["energy_j"] > 0:  # 0 J: the counter was not refreshed in this window
+        out["energy_j_per_infer"] = out["energy_j"] / inferences

@@ -1,10 +1,12 @@
 """report.html: one self-contained page (plotly.js embedded once, no network)
 built from a run's stored results alone.
 
-Sections: headline (the recommendation against the baseline), five figures
-(`tuner.report.figures`), a sortable table of every candidate (skipped ones
-with the reason), the recommended config.pbtxt with its diff, and the run's
-metadata.
+Sections: headline (the recommendation against the baseline, with the
+confirmed gain and its interval, or "keep the current config"), the
+confirmation rounds and the batch sizes the server ran
+(`tuner.report.confirmation`), five figures (`tuner.report.figures`), a
+sortable table of every candidate (skipped ones with the reason), the
+recommended config.pbtxt with its diff, and the run's metadata.
 
 Every string that comes from data (model, ids, reasons, configs, profile) is
 HTML-escaped, both in the page and in figure text: Plotly JSON-encodes figure
@@ -18,6 +20,8 @@ import plotly.graph_objects as go
 from tuner.profile import Profile
 from tuner.report.figures import (CAPACITY_HEADROOM, fig_breakdown, fig_capacity, fig_curves, fig_heatmap,
                                   fig_pareto)
+from tuner.report.gpu import gpu_section
+from tuner.report.confirmation import batches_section, confirmation_section, gain_text
 from tuner.report.points import Pt, best_feasible, candidate_ids, measured_points
 from tuner.report.text import clip, esc, fmt_num
 from tuner.search.recommend import OperatingPoint, Recommendation
@@ -26,7 +30,8 @@ from tuner.results.store import RunResults
 
 GOAL_TEXT = {"max_throughput": "max throughput",
              "min_latency": "min latency at the required throughput",
-             "max_throughput_per_instance": "max throughput per instance"}
+             "max_throughput_per_instance": "max throughput per instance",
+             "min_energy": "min GPU energy per inference"}
 
 
 def capacity_text(results: RunResults, rec: Recommendation, headroom: float = CAPACITY_HEADROOM) -> str:
@@ -45,7 +50,9 @@ def _op_line(op: OperatingPoint, pct: str) -> str:
             f"(concurrency {op.concurrency})")
 
 
-def headline(rec: Recommendation) -> str:
+def headline(rec: Recommendation, conf=None) -> str:
+    """The recommendation against the baseline; after a confirmation phase, the gain with its
+    interval, the ties, or that the current config stays (no gain survived the noise)."""
     c, pct = rec.constraints, rec.constraints.latency_percentile
     base = rec.baseline
     if rec.best is None:
@@ -57,21 +64,71 @@ def headline(rec: Recommendation) -> str:
                 + f", errors ≤ {c.max_error_rate * 100:g}% of requests.</p>{closest}{_unchecked_html(rec)}"
                 f'<p class="reason">{esc(rec.reason)}</p></div>')
     b = rec.best
-    line = f"Recommended config gives <b>{fmt_num(b.throughput_infer_per_s)} infer/s</b> at {esc(pct)} " \
-           f"<b>{fmt_num(b.latency_ms.get(pct), 2)} ms</b>"
+    keep = conf is not None and conf.keep_current
+    thr, lat, line = _measured(b, conf, pct)
+    vs = (conf.config("baseline") if conf is not None else None)
     gain = ""
-    if base is not None:
-        line += f" vs baseline {fmt_num(base.throughput_infer_per_s)} at {fmt_num(base.latency_ms.get(pct), 2)} ms"
-        if base.throughput_infer_per_s > 0:
+    if base is not None and not keep:
+        if vs is not None:
+            line += f" vs baseline {fmt_num(vs.throughput.mean)} at {fmt_num(vs.latency.mean, 2)} ms"
+        else:
+            line += f" vs baseline {fmt_num(base.throughput_infer_per_s)} at {fmt_num(base.latency_ms.get(pct), 2)} ms"
+        if conf is not None and conf.gain is not None:
+            gain = f'<div class="stat"><span>{gain_text(conf, b)}</span>throughput vs baseline (confirmed)</div>'
+        elif base.throughput_infer_per_s > 0:
             gain = f'<div class="stat"><span>{b.throughput_infer_per_s / base.throughput_infer_per_s:.2f}×</span>' \
-                   "throughput vs baseline</div>"
-    stats = (f'<div class="stats"><div class="stat"><span>{fmt_num(b.throughput_infer_per_s)}</span>infer/s</div>'
-             f'<div class="stat"><span>{fmt_num(b.latency_ms.get(pct), 2)} ms</span>{esc(pct)} latency '
-             f"(budget {c.latency_budget_ms:g} ms)</div>"
+                   "throughput vs baseline (not confirmed)</div>"
+    stats = (f'<div class="stats"><div class="stat"><span>{thr}</span>infer/s</div>'
+             f'<div class="stat"><span>{lat}</span>{esc(pct)} latency (budget {c.latency_budget_ms:g} ms)</div>'
              f'<div class="stat"><span>{b.concurrency}</span>concurrency</div>{gain}</div>')
-    return (f'<div class="box ok"><h2>Recommended: {esc(b.candidate_id)}</h2>{stats}<p>{line}.</p>'
+    title = f"Recommended: {esc(b.candidate_id)}"
+    if keep:
+        g = conf.gain
+        title = "Keep the current config"
+        line = ("No candidate beats it by more than the noise" + (
+            f": the best, {esc(g.candidate_id)}, gives {gain_text(conf, b)} its throughput" if g else ""))
+    ties = (f"<p><b>Tied (within noise):</b> {esc(', '.join(conf.tied_with))}</p>"
+            if conf is not None and conf.tied_with else "")
+    return (f'<div class="box ok"><h2>{title}</h2>{stats}<p>{line}.</p>{ties}'
             f"<p><b>Binding constraint:</b> {esc(rec.binding)}</p>{_unchecked_html(rec)}"
             f'<p class="reason">{esc(rec.reason)}</p></div>')
+
+
+def _measured(b: OperatingPoint, conf, pct: str) -> tuple[str, str, str]:
+    """(throughput, latency, sentence) of the recommendation: the confirmation's means of interleaved
+    visits, with their interval, where it was confirmed; else its point in the search."""
+    confirmed = conf.config(b.candidate_id) if conf is not None else None
+    if confirmed is None:
+        return (fmt_num(b.throughput_infer_per_s), f"{fmt_num(b.latency_ms.get(pct), 2)} ms",
+                f"Recommended config gives <b>{fmt_num(b.throughput_infer_per_s)} infer/s</b> at {esc(pct)} "
+                f"<b>{fmt_num(b.latency_ms.get(pct), 2)} ms</b>")
+    t, lat = confirmed.throughput, confirmed.latency
+    return (fmt_num(t.mean), f"{fmt_num(lat.mean, 2)} ms",
+            f"Recommended config gives <b>{fmt_num(t.mean)} infer/s</b> [{fmt_num(t.lo)}, {fmt_num(t.hi)}] at "
+            f"{esc(pct)} <b>{fmt_num(lat.mean, 2)} ms</b> (confirmed over {conf.rounds} interleaved rounds)")
+
+
+def shapes_section(results: RunResults, rec: Recommendation) -> str:
+    """Latency per request shape at the recommended and the baseline operating points (several shapes only)."""
+    from tuner.results.frame import shape_latencies
+
+    mix = ((results.run.environment if results.run else None) or {}).get("input_mix")
+    rows = []
+    for label, op in (("recommended", rec.best), ("baseline", rec.baseline)):
+        pts = [p for p in results.points_of(op.candidate_id) if p.request_rate is None] if op else []
+        if not pts:
+            continue
+        p = min(pts, key=lambda m: abs(m.concurrency - op.concurrency))
+        for r in shape_latencies(p.windows, mix, p.summary_windows) or ():
+            rows.append(f"<tr><td>{esc(label)} {esc(op.candidate_id)}</td><td>{p.concurrency}</td>"
+                        f"<td>{esc(r['shape'])}</td><td>{r['share']:.0%}</td>"
+                        + "".join(f"<td>{fmt_num(r[k], 2)}</td>" for k in ("p50_ms", "p90_ms", "p99_ms")) + "</tr>")
+    if not rows:
+        return ""
+    return ('<section><h2>Latency per request shape</h2><p class="sub">The requests carried several shapes '
+            "(a shape mix or input data); Triton batches only requests of one shape.</p><table><tr><th>config</th>"
+            "<th>concurrency</th><th>shape</th><th>share</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th></tr>"
+            + "".join(rows) + "</table></section>")
 
 
 def _unchecked_html(rec: Recommendation) -> str:
@@ -233,7 +290,7 @@ document.querySelectorAll("table.sortable th").forEach(function (th) {
 
 
 def build_report(results: RunResults, rec: Recommendation, profile: Profile, original_pbtxt: str,
-                 recommended_pbtxt: str, diff: str, summary: dict) -> str:
+                 recommended_pbtxt: str, diff: str, summary: dict, conf=None) -> str:
     c = rec.constraints
     points = measured_points(results, rec)
     model = (results.run.model if results.run else "") or profile.model
@@ -254,14 +311,18 @@ def build_report(results: RunResults, rec: Recommendation, profile: Profile, ori
 <h1>Batching tuning report: {esc(model)}</h1>
 <p class="sub">profile {esc(summary.get("profile") or profile.name)} ·
 target {esc(c.latency_percentile)} ≤ {c.latency_budget_ms:g} ms · objective: {esc(GOAL_TEXT.get(rec.goal, rec.goal))}</p>
-{headline(rec)}
+{headline(rec, conf)}
 <section><h2>Latency vs throughput</h2>
 <p class="sub">One line per candidate; the baseline is the dashed grey line, the recommended point the gold star.
 Hover a point for its concurrency, p50/p99 and errors.</p>{fig_html[0]}</section>
+{confirmation_section(conf, rec)}
 <section><h2>Pareto frontier</h2>{fig_html[1]}</section>
 <section><h2>Search space</h2>{fig_html[2]}</section>
 <section><h2>Where the time goes (server side)</h2>{fig_html[3]}</section>
+{batches_section(results, rec, conf)}
 <section><h2>Capacity</h2><p class="sub">{capacity_text(results, rec)}</p>{fig_html[4]}</section>
+{gpu_section(points, rec)}
+{shapes_section(results, rec)}
 <section><h2>All candidates</h2><p class="sub">Click a column header to sort. ★ marks the recommendation.</p>
 {candidates_table(results, points, rec)}</section>
 <section><h2>Recommended config</h2><div class="cols">

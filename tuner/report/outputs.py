@@ -13,7 +13,9 @@ from pathlib import Path
 from tuner import config as cfgmod
 from tuner.errors import StoreError
 from tuner.profile import load_run_profile
-from tuner.search.recommend import OperatingPoint, Recommendation, recommend
+from tuner.report.confirmation import batch_histograms
+from tuner.search.confirm import final as final_recommendation
+from tuner.search.recommend import OperatingPoint, Recommendation
 from tuner.results.rundir import RunLock
 from tuner.results.store import RESULTS_FILE, ResultsFile, RunResults, json_safe, load_results, write_atomic
 
@@ -37,8 +39,17 @@ def _point_summary(p: OperatingPoint | None, results: RunResults) -> dict | None
     }
 
 
+def _confirmation_summary(conf) -> dict:
+    """summary.json's confirmation fields (see tuner/search/confirm.py for the method)."""
+    if conf is None:
+        return {"confirmation": None, "tied_with": [], "gain_vs_baseline": None, "keep_current_config": False}
+    return {"confirmation": conf.to_dict(), "tied_with": list(conf.tied_with),
+            "gain_vs_baseline": conf.gain.to_dict() if conf.gain is not None else None,
+            "keep_current_config": conf.keep_current}
+
+
 def build_summary(results: RunResults, rec: Recommendation, profile_name: str, duration_s: float,
-                  strategy: str | None = None, measure_s: float | None = None) -> dict:
+                  strategy: str | None = None, measure_s: float | None = None, confirmation=None) -> dict:
     run = results.run
     loaded = [c for c in results.candidates.values() if c.status == "loaded" and not c.is_baseline]
     failed = [c for c in results.candidates.values() if c.status == "failed"]
@@ -67,7 +78,10 @@ def build_summary(results: RunResults, rec: Recommendation, profile_name: str, d
         "failed": [{"candidate_id": c.candidate_id, "reason": c.reason} for c in failed],
         "skipped": [{"candidate_id": c.candidate_id, "reason": c.reason} for c in skipped],
         "search": {"strategy": strategy, "load_points": sum(1 for p in results.points if p.status == "ok"),
-                   "measure_s": measure_s},
+                   "measure_s": measure_s, "confirm_visits": len(results.confirmation)},
+        **_confirmation_summary(confirmation),
+        # per candidate, the batch sizes Triton ran at its at-budget load (statistics API)
+        "batch_sizes": batch_histograms(results, rec, confirmation),
         # one replica (server/GPU) of the recommended config, within the constraints; `tuner plan` sizes a fleet
         "capacity_per_replica_infer_per_s": capacity,
         # records cut short by a crash, moved aside (never dropped) before the run went on
@@ -111,17 +125,21 @@ def finalize_run(run_dir: Path) -> dict:
     profile = load_run_profile(run_dir)
     profile_name = profile.name
     results = load_results(run_dir / RESULTS_FILE)
-    rec = recommend(results, profile.constraints, profile.goal)
+    rec, conf = final_recommendation(results, profile)
     duration = results.duration_s
     measure_s = sum(profile.measurement.warmup_s + sum(w.duration_s for w in p.windows) for p in results.points)
     summary = build_summary(results, rec, profile_name, duration, strategy=profile.search.strategy,
-                            measure_s=measure_s)
+                            measure_s=measure_s, confirmation=conf)
+    listed = {spec.candidate_id for spec in profile.search.specs()}
+    # candidates the search added by refining max_batch_size between or beyond the listed values
+    summary["search"]["refined"] = [cid for cid, c in results.candidates.items()
+                                    if not c.is_baseline and cid not in listed]
     original_txt, recommended_txt, diff = recommended_config(run_dir, results, rec, profile)
     write_atomic(run_dir / "recommended" / "config.pbtxt", recommended_txt)
     write_atomic(run_dir / "recommended" / "config.diff", diff)
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     from tuner.report.html import build_report
 
-    html = build_report(results, rec, profile, original_txt, recommended_txt, diff, summary)
+    html = build_report(results, rec, profile, original_txt, recommended_txt, diff, summary, conf)
     write_atomic(run_dir / "report.html", html)
     return summary

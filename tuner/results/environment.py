@@ -11,7 +11,20 @@ Every results file's "run" record carries an "environment" object (schema 1):
      "gpus": [{"uuid": "GPU-...", "name": "..." | null, "memory_total_bytes": 8.1e10 | null}, ...],
      "gpus_known": true,          # false: no metrics URL, or the metrics endpoint failed
      "metrics_url": "http://..." | null, "metrics_error": "" ,
-     "client": {"host": "...", "cpu_count": 16, "platform": "Linux-...", "python": "3.11.9"}}
+     "client": {"host": "...", "cpu_count": 16, "platform": "Linux-...", "python": "3.11.9"},
+     "input_mix": {...}}          # what the requests carried (below); absent before it was recorded
+
+`input_mix` (written by `load/request.py`, added by the command that built
+the requests):
+
+    {"source": "random" | "zeros" | "file",
+     "data_file": "mix.json" | null, "data_sha256": "..." | null,   # input data: file name and hash
+     "entries": 3 | null,                                          # input data: entries in it
+     "batch_size": 1,                                              # items per request (client batch)
+     "seed": 0 | null,                                             # generated data: the draw's seed
+     "shapes": [{"shape": "INPUT0=[128]", "weight": 0.667}, ...]}  # request shapes, share of requests
+
+A window's `shape_index` (results/samples.py) indexes `shapes`.
 
 GPUs come from Triton's Prometheus metrics endpoint (`nv_gpu_*` families,
 labelled by `gpu_uuid`; parsed with prometheus_client's parser): the URL
@@ -33,6 +46,9 @@ Which fields must match before two measurements are compared (`differences`):
                         both sides could read the metrics endpoint
     client.cpu_count    the load generator's CPUs (and an embedded server's) bound
                         what it can drive on small hosts
+    input_mix           the data source (random, zeros or a file and its hash), the
+                        request shapes and their weights, and the client batch size:
+                        other requests are another workload
 
 Recorded but NOT required to match, because they differ on every CI run or
 are exactly what a regression gate is meant to test: the host name, the start
@@ -186,7 +202,17 @@ def must_match(env: dict) -> dict:
         "model.instance_kind": _instance_kinds(cfg) if cfg is not None else None,
         "gpus": _gpu_identity(env),
         "client.cpu_count": client.get("cpu_count"),
+        "input_mix": input_mix_identity(env.get("input_mix")),
     }
+
+
+def input_mix_identity(mix: dict | None) -> dict | None:
+    """What of an input mix must match: source, data hash, client batch, shapes and weights."""
+    if not mix:
+        return None
+    return {"source": mix.get("source"), "data_sha256": mix.get("data_sha256"),
+            "batch_size": mix.get("batch_size", 1),
+            "shapes": [[s.get("shape"), round(float(s.get("weight") or 0), 3)] for s in mix.get("shapes") or []]}
 
 
 INFO_FIELDS = ("tuner_version", "profile_sha256", "server.extensions", "client.host", "model.version")
@@ -199,6 +225,15 @@ def _get(env: dict, dotted: str):
             return None
         cur = cur.get(part)
     return cur
+
+
+def mix_text(identity: dict) -> str:
+    """An input mix in a few words: source, shapes with their share, batch size."""
+    source = identity.get("source") or "?"
+    if identity.get("data_sha256"):
+        source += f" sha256 {identity['data_sha256'][:12]}"
+    shapes = " / ".join(f"{s} {w:.0%}" for s, w in identity.get("shapes") or [])
+    return f"({source}; {shapes}; batch {identity.get('batch_size', 1)})"
 
 
 def _short(value) -> str:
@@ -217,6 +252,9 @@ def differences(baseline: dict | None, current: dict | None) -> tuple[list[str],
                 continue  # no metrics endpoint is common and documented: not worth a note
             unknown.append(f"{key}: not recorded in the {'baseline' if a[key] is None else 'current'} results")
         elif a[key] != b[key]:
+            if key == "input_mix":
+                mismatches.append(f"input_mix: baseline {mix_text(a[key])}, current {mix_text(b[key])}")
+                continue
             mismatches.append(f"{key}: baseline {_short(a[key])}, current {_short(b[key])}")
     info = []
     for key in INFO_FIELDS:

@@ -13,7 +13,9 @@ Schema history:
      be recomputed. Later additions within schema 1 (readers take their
      defaults when absent): point.request_rate (open loop), the windows'
      client/telemetry/workers parts, and the types "torn_tail" (bytes of a
-     record cut short by a crash, set aside) and "restore_failed".
+     record cut short by a crash, set aside) and "restore_failed"; then
+     "confirm_plan" and "confirm_point" (the sweep's confirmation phase: the
+     configs measured again, interleaved, and each visit's raw windows).
 
 Record types, in the order a run writes them:
 
@@ -27,6 +29,10 @@ Record types, in the order a run writes them:
   candidate_end  the search is done with a candidate (a resumed sweep does
                  not start it again)
   server_restart the embedded server died and was started again
+  confirm_plan   the confirmation phase's configs, each at its load, in visiting
+                 order, and the rounds asked for (a resumed sweep keeps this plan)
+  confirm_point  one visit of the confirmation: round, candidate, load and the
+                 point's raw windows, as a "point" has them
   torn_tail      a record cut short by a crash was moved to `kept_in`
   restore_failed the model's original config could not be put back
   session_end    the session's wall time
@@ -37,7 +43,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from tuner.config import CandidateSpec
-from tuner.results.stats import PointSummary, WindowSample, summarize
+from tuner.results.samples import WindowSample
+from tuner.results.stats import PointSummary, summarize
 
 SCHEMA = 1
 
@@ -297,5 +304,45 @@ class RestoreFailed:
         return cls(model=r.get("model", ""), error=r.get("error", ""))
 
 
+@dataclass(frozen=True)
+class ConfirmPlan:
+    """The confirmation phase's configs and rounds: type "confirm_plan"."""
+
+    slots: tuple[tuple[str, int], ...]  # (candidate_id, concurrency), in the order each round visits them
+    rounds: int
+    method: str = "interleaved"
+
+    def to_record(self) -> dict:
+        return {"schema": SCHEMA, "type": "confirm_plan", "method": self.method, "rounds": self.rounds,
+                "slots": [{"candidate_id": c, "concurrency": n} for c, n in self.slots]}
+
+    @classmethod
+    def from_record(cls, r: dict) -> "ConfirmPlan":
+        slots = tuple((str(x["candidate_id"]), int(x["concurrency"])) for x in r.get("slots", []))
+        return cls(slots=slots, rounds=int(r.get("rounds", 0)), method=str(r.get("method", "interleaved")))
+
+
+@dataclass(frozen=True)
+class ConfirmPoint:
+    """One visit of the confirmation phase: type "confirm_point" (a point's fields, plus its round)."""
+
+    round: int  # 0-based
+    point: Measurement
+
+    @property
+    def candidate_id(self) -> str:
+        return self.point.candidate_id
+
+    def to_record(self) -> dict:
+        r = self.point.to_record()
+        r["type"] = "confirm_point"
+        r["round"] = self.round
+        return r
+
+    @classmethod
+    def from_record(cls, r: dict) -> "ConfirmPoint":
+        return cls(round=int(r.get("round", 0)), point=Measurement.from_record(r))
+
+
 Record = (RunRecord | Measurement | CandidateRecord | CandidateEnd | SessionEnd | ServerRestart | TornTail
-          | RestoreFailed)
+          | RestoreFailed | ConfirmPlan | ConfirmPoint)

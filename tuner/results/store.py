@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Iterator
 
 from tuner.errors import StoreError
-from tuner.results.records import (SCHEMA, CandidateEnd, CandidateRecord, Measurement, Record, RestoreFailed,
-                                   RunRecord, ServerRestart, SessionEnd, TornTail)
+from tuner.results.records import (SCHEMA, CandidateEnd, CandidateRecord, ConfirmPlan, ConfirmPoint, Measurement,
+                                   Record, RestoreFailed, RunRecord, ServerRestart, SessionEnd, TornTail)
 
 RESULTS_FILE = "results.jsonl"
 TORN_SUFFIX = ".torn"
@@ -143,6 +143,8 @@ class RunResults:
     restore_failures: list[RestoreFailed] = field(default_factory=list)
     duration_s: float = 0.0  # summed over every session of the run
     torn_tail_unrepaired: bool = False  # the file ends in a torn line no writer has repaired yet
+    confirm_plan: ConfirmPlan | None = None  # the sweep's confirmation phase, when it started
+    confirmation: list[ConfirmPoint] = field(default_factory=list)  # its visits (one per round and config)
 
     @property
     def run(self) -> RunRecord | None:
@@ -158,6 +160,7 @@ def load_results(path: Path) -> RunResults:
         path = path / RESULTS_FILE
     out = RunResults(meta={}, candidates={}, points=[])
     points: dict[tuple[str, tuple], Measurement] = {}
+    visits: dict[tuple[int, str], ConfirmPoint] = {}
     for rec in read_records(path):
         kind = rec.get("type")
         if kind == "run":
@@ -178,7 +181,13 @@ def load_results(path: Path) -> RunResults:
             out.torn.append(TornTail.from_record(rec))
         elif kind == "restore_failed":
             out.restore_failures.append(RestoreFailed.from_record(rec))
+        elif kind == "confirm_plan":
+            out.confirm_plan = ConfirmPlan.from_record(rec)
+        elif kind == "confirm_point":
+            cp = ConfirmPoint.from_record(rec)
+            visits[(cp.round, cp.candidate_id)] = cp  # a visit measured again replaces the old
     out.points = list(points.values())
+    out.confirmation = sorted(visits.values(), key=lambda v: v.round)
     try:
         data = path.read_bytes()
         out.torn_tail_unrepaired = _complete_length(data) != len(data)

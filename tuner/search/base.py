@@ -19,6 +19,14 @@ from tuner.config import CandidateSpec
 from tuner.results.records import Measurement
 
 BASELINE = "baseline"
+LOAD_CAP = 4  # the load may go this many times beyond the profile's highest level while the budget holds
+MAX_CONCURRENCY = 4096
+
+
+def load_cap(levels) -> int:
+    """The highest load a search may measure: LOAD_CAP x the profile's highest level."""
+    top = max(levels)
+    return max(top, min(MAX_CONCURRENCY, LOAD_CAP * top))
 
 
 @dataclass(frozen=True)

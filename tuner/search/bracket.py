@@ -107,8 +107,9 @@ class LoadSearch:
     """The next load level of one candidate, within [cmin, cmax], from its points so far."""
 
     def __init__(self, c: Constraints, cmin: int, cmax: int, plateau_pct: float, gain_tol: float,
-                 max_step: float):
+                 max_step: float, cap_note: str = "the range's top"):
         self.c = c
+        self.cap_note = cap_note  # what cmax is, in words
         self.cmin, self.cmax = cmin, cmax
         self.plateau = plateau_pct / 100.0
         self.gain_tol = gain_tol  # done when at most this much throughput is left between the brackets
@@ -178,7 +179,7 @@ class LoadSearch:
             return self._step_down(pts, every)
         # a cheap victory: the load range's top meets the budget
         if hi is None and lo.concurrency >= self.cmax:
-            return None, f"max_load: the range's top ({self.cmax}) meets the budget"
+            return None, f"max_load: {self.cap_note} ({self.cmax}) meets the budget"
         if ceiling_infer_per_s is not None and lo.infer_per_s >= (1 - self.gain_tol) * ceiling_infer_per_s:
             return None, (f"ceiling: {lo.infer_per_s:.0f} infer/s at concurrency {lo.concurrency} is within "
                           f"{self.gain_tol:.0%} of the compute ceiling")
@@ -230,7 +231,18 @@ class LoadSearch:
         budget_ms = self.c.latency_budget_ms
         pct = self.c.latency_percentile
         # hi's throughput bounds what lies between (throughput does not fall as load grows);
-        # one below lo's is noise and bounds nothing
+        # one below lo's is noise and bounds nothing, two well below are not: batches past a
+        # cost knee or a padded size can make more load serve less
+        falling = [p for p in pts if p.concurrency > lo.concurrency and p.ok
+                   and p.infer_per_s < (1 - 3 * self.gain_tol) * lo.infer_per_s]
+        if len(falling) >= 2:
+            return None, (f"budget: throughput falls above concurrency {lo.concurrency} ({lo.infer_per_s:.0f} "
+                          f"infer/s there, {max(p.infer_per_s for p in falling):.0f} at most above)")
+        if (1 + self.gain_tol) * lo.infer_per_s >= hi.infer_per_s >= (1 - 3 * self.gain_tol) * lo.infer_per_s:
+            # hi serves about what lo does (saturated: a little less is noise): nothing to gain between
+            return None, (f"budget: concurrency {lo.concurrency} meets it ({pct} {lo.latency_ms:.2f} ms), "
+                          f"{hi.concurrency} does not and serves no more ({hi.infer_per_s:.0f} vs "
+                          f"{lo.infer_per_s:.0f} infer/s)")
         if hi.infer_per_s >= lo.infer_per_s >= (1 - self.gain_tol) * hi.infer_per_s:
             return None, (f"budget: concurrency {lo.concurrency} meets it ({pct} {lo.latency_ms:.2f} ms), "
                           f"{hi.concurrency} does not ({hi.latency_ms:.2f} ms); at most {self.gain_tol:.0%} "

@@ -1,82 +1,27 @@
-"""The compute model: a throughput ceiling no configuration of a group can exceed.
+"""A throughput ceiling no configuration of a group can exceed, from the server's costs.
 
-Triton reports, per batch size, how many executions ran and how long their compute
-(compute_infer) took. `ComputeFit` fits those statistics with
+`costs.CostTable` gives one execution's compute for a batch of b (the server's own batch
+statistics). A candidate with `instances` model instances and batches of b cannot serve
+more than
 
-    compute(b) = fixed + per_item * b        (ms per execution of a batch of b)
+    ceiling = min(instances, cmax / b) * b / compute(b)      (infer/s)
 
-by least squares weighted by executions, so well-sampled batch sizes count more. A
-candidate with `instances` model instances and batches of b cannot serve more than
+(batches in flight are limited by the instances and by the requests the load cap keeps
+outstanding), maximised over the batches b it can form whose compute alone fits in the
+latency budget: a request in a batch waits at least the batch's compute.
 
-    ceiling = min(instances, cmax * req_batch / b) * b / compute(b)      (infer/s)
-
-(batches in flight are limited by the instances and by the requests the largest load
-level keeps outstanding), maximised over the batches b it can form whose compute alone
-fits in the latency budget: a request in a batch waits at least the batch's compute.
-
-Assumptions, each chosen so the ceiling stays an upper bound (optimistic, hence safe to
-skip on):
-  * cost is linear in batch size. Exact for a fixed + per-item cost; a cost that grows
-    faster than linear at large batches makes the fit optimistic there, still safe.
-  * a negative slope is noise: with no per-item cost visible, the cheapest observed
-    execution bounds them all.
-  * where a batch size was seen often, the lower of the fit and its observed mean is used.
-  * statistics come only from candidates with no more instances than the one bounded:
-    more instances share the device and only make an execution slower.
-  * queueing, network and client time are ignored (they only lower throughput).
-The caller adds a margin for fit error before skipping on a ceiling (`cannot_beat`).
+It ignores queueing, network and client time (they only lower throughput), so it is
+optimistic where the costs are right; the caller adds a margin for their error before
+skipping on it (`cannot_beat`). The batcher simulation (`model.py`) is the finer test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tuner.config import CandidateSpec
-from tuner.results.records import Measurement
+from tuner.search.costs import Curve
 from tuner.search.recommend import Constraints, OperatingPoint, objective_value
-
-
-class ComputeFit:
-    """compute_infer per execution vs batch size: `fixed + per_item * batch` (ms), fitted
-    by weighted least squares on the server's own statistics (executions per batch size)."""
-
-    MIN_EXECUTIONS = 10
-
-    def __init__(self, obs: dict[int, tuple[int, int]]):
-        """obs: batch size -> (executions, compute_infer ns summed over them)."""
-        self.obs = {b: (n, ns) for b, (n, ns) in obs.items() if n > 0}
-        self.req_batch = min(self.obs) if self.obs else 1
-        self.fixed_ms = self.per_item_ms = float("nan")
-        pts = [(b, n, ns / n / 1e6) for b, (n, ns) in sorted(self.obs.items())]
-        if len(pts) < 2 or sum(n for _, n, _ in pts) < self.MIN_EXECUTIONS:
-            return
-        w = sum(n for _, n, _ in pts)
-        sx = sum(n * b for b, n, _ in pts)
-        sy = sum(n * y for _, n, y in pts)
-        sxx = sum(n * b * b for b, n, _ in pts)
-        sxy = sum(n * b * y for b, n, y in pts)
-        den = w * sxx - sx * sx
-        if den <= 0:
-            return
-        k = (w * sxy - sx * sy) / den
-        a = (sy - k * sx) / w
-        if k < 0:  # noise: no per-item cost visible; the cheapest execution bounds them all
-            k, a = 0.0, min(y for _, _, y in pts)
-        self.fixed_ms, self.per_item_ms = max(a, 0.0), k
-
-    @property
-    def ok(self) -> bool:
-        return self.fixed_ms == self.fixed_ms
-
-    def compute_ms(self, b: int) -> float:
-        """Estimated compute per execution of batch b; where b was seen often, the lower of
-        the fit and the observed mean (an optimistic estimate keeps the ceiling an upper bound)."""
-        est = self.fixed_ms + self.per_item_ms * b
-        seen = self.obs.get(b)
-        if seen is not None and seen[0] >= 5:
-            est = min(est, seen[1] / seen[0] / 1e6)
-        return max(est, 1e-3)
 
 
 @dataclass(frozen=True)
@@ -89,38 +34,22 @@ class Bound:
     latency_floor: float  # ms: one execution of the smallest batch (no request can be faster)
 
 
-def batch_compute_stats(measurements: Iterable[Measurement]) -> dict[int, tuple[int, int]]:
-    """Batch size -> (executions, compute_infer ns), summed over the points' server statistics."""
-    agg: dict[int, list[int]] = {}
-    for m in measurements:
-        for w in m.windows:
-            if w.server is None:
-                continue
-            for b, (n, ns) in w.server.batch_compute_infer.items():
-                acc = agg.setdefault(int(b), [0, 0])
-                acc[0] += int(n)
-                acc[1] += int(ns)
-    return {b: (n, ns) for b, (n, ns) in agg.items()}
-
-
-def throughput_bound(fit: ComputeFit, spec: CandidateSpec, budget_ms: float, max_concurrency: int) -> Bound | None:
+def throughput_bound(curve: Curve | None, spec: CandidateSpec, budget_ms: float, max_concurrency: int) -> Bound | None:
     """The candidate's throughput ceiling and latency floor; None until the server's
     statistics show at least two batch sizes."""
-    if not fit.ok:
+    if curve is None or len(curve.pts) < 2:
         return None
-    rb = fit.req_batch
-    top = spec.max_batch_size if spec.dynamic_batching else rb
-    best = Bound(0.0, rb, fit.compute_ms(rb), fit.compute_ms(rb))
-    b = rb
-    while b <= max(top, rb):
-        comp_ms = fit.compute_ms(b)
+    top = spec.max_batch_size if spec.dynamic_batching else 1
+    floor_ms = curve.at(1)
+    best = Bound(0.0, 1, floor_ms, floor_ms)
+    for b in range(1, max(top, 1) + 1):
+        comp_ms = curve.at(b)
         if comp_ms > budget_ms:
             break  # every request of such a batch waits at least its compute: over budget
-        parallel = min(float(spec.instance_count), max_concurrency * rb / b)  # batches in flight
+        parallel = min(float(spec.instance_count), max_concurrency / b)  # batches in flight
         infer_per_s = parallel * b / comp_ms * 1000.0
         if infer_per_s > best.ceiling:
-            best = Bound(infer_per_s, b, comp_ms, best.latency_floor)
-        b += rb
+            best = Bound(infer_per_s, b, comp_ms, floor_ms)
     return best
 
 

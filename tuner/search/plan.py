@@ -27,7 +27,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tuner.search.recommend import LATENCY_KEYS, Recommendation, recommend
+from tuner.search.confirm import final
+from tuner.search.recommend import LATENCY_KEYS, Recommendation
 from tuner.results.records import Measurement
 from tuner.results.store import RunResults, json_safe
 
@@ -175,7 +176,7 @@ def make_plan(run_dir: Path, target_rps: float, headroom: float = DEFAULT_HEADRO
         raise StoreError(f"{run_dir} has no {RESULTS_FILE}; pass a run folder written by `tuner sweep`")
     profile = load_run_profile(run_dir)
     results = load_results(run_dir / RESULTS_FILE)
-    rec = recommend(results, profile.constraints, profile.goal)
+    rec, _confirmation = final(results, profile)  # the run's recommendation, confirmation included
     return plan_from(results, rec, target_rps, headroom, cost_per_gpu_hour)
 
 

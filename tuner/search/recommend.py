@@ -9,6 +9,11 @@ Objectives (`[objective] goal`):
                                 throughput) within the budget
     max_throughput_per_instance most infer/s per model instance (instance_count) among the
                                 points meeting every constraint
+    min_energy                  the lowest GPU energy per inference (J, from the server's
+                                nv_energy_consumption telemetry) among the points meeting every
+                                constraint; points with no energy figure rank below those with
+                                one, and where no point has one the choice falls back to max
+                                throughput and says so under `unchecked`
 
 Constraints: the latency budget on any percentile, a minimum throughput, an
 error rate, and a maximum GPU memory. GPU memory comes from the server's
@@ -27,7 +32,7 @@ from tuner.results.records import Measurement
 from tuner.results.store import RunResults
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99")
-GOALS = ("max_throughput", "min_latency", "max_throughput_per_instance")
+GOALS = ("max_throughput", "min_latency", "max_throughput_per_instance", "min_energy")
 MIB = 1024 * 1024  # max_gpu_memory_mb is in MB as nvidia-smi shows them (MiB)
 
 
@@ -69,6 +74,7 @@ class OperatingPoint:
     server_ms: dict[str, float] | None = None
     gpu_memory_mb: float | None = None
     instance_count: int = 1
+    energy_j_per_infer: float | None = None  # None: no energy telemetry (see stats.energy_unavailable)
 
     @classmethod
     def of(cls, m: Measurement, instance_count: int = 1) -> "OperatingPoint":
@@ -83,6 +89,7 @@ class OperatingPoint:
             server_ms=s.server_ms,
             gpu_memory_mb=gpu_memory_mb(s),
             instance_count=max(1, int(instance_count or 1)),
+            energy_j_per_infer=(s.telemetry or {}).get("energy_j_per_infer"),
         )
 
     @property
@@ -150,11 +157,18 @@ def objective_key(goal: str, pct: str):
         return lambda p: (-lat(p), p.throughput_infer_per_s)
     if goal == "max_throughput_per_instance":
         return lambda p: (p.throughput_per_instance, p.throughput_infer_per_s, -lat(p))
+    if goal == "min_energy":
+        return lambda p: (p.energy_j_per_infer is not None, -(p.energy_j_per_infer or 0.0),
+                          p.throughput_infer_per_s, -lat(p))
     return lambda p: (p.throughput_infer_per_s, -lat(p))
 
 
 def objective_value(goal: str, p: OperatingPoint, pct: str) -> float:
-    """The number the goal optimizes: infer/s, infer/s per instance, or latency (ms, lower is better)."""
+    """The number the goal optimizes: infer/s, infer/s per instance, or latency (ms, lower is better).
+
+    min_energy: infer/s. Compute statistics bound throughput, not energy, so the smart search
+    explores as for max throughput (energy per inference ~ power / throughput on one GPU);
+    the recommendation then ranks the measured points by energy (`objective_key`)."""
     if goal == "min_latency":
         return p.latency_ms[pct]
     if goal == "max_throughput_per_instance":
@@ -189,7 +203,10 @@ def _needs(c: Constraints) -> str:
     return out
 
 
-def recommend(results: RunResults, constraints: Constraints, goal: str = "max_throughput") -> Recommendation:
+def recommend(results: RunResults, constraints: Constraints, goal: str = "max_throughput",
+              load_cap: int | None = None, choose: str | None = None) -> Recommendation:
+    """load_cap: the highest load the search could measure (`base.load_cap`), named when it binds;
+    choose: the candidate a confirmation phase decided on (its best point is the recommendation)."""
     c = constraints
     if goal not in GOALS:
         raise ValueError(f"unknown goal {goal!r}; use one of {', '.join(GOALS)}")
@@ -216,9 +233,9 @@ def recommend(results: RunResults, constraints: Constraints, goal: str = "max_th
         base_pts = [p for p in everything if p[0].candidate_id == "baseline"]
         baseline = min(base_pts, key=lambda pm: violation(pm[0], pm[1], c), default=(None, None))[0]
 
-    unchecked = _unchecked(c, [p for p, _ in everything])
+    unchecked = _unchecked(c, [p for p, _ in everything]) + _unchecked_energy(goal, [p for p, _ in everything])
     tuned = [p for p in feasible if p.candidate_id != "baseline"]
-    best = best_of(tuned) or best_of(feasible)
+    best = _chosen(best_of, feasible, baseline, choose) or best_of(tuned) or best_of(feasible)
     if best is None:
         closest = min(everything, key=lambda pm: violation(pm[0], pm[1], c), default=(None, None))[0]
         reason = f"nothing meets the constraints: no candidate gives {_needs(c)}"
@@ -230,10 +247,12 @@ def recommend(results: RunResults, constraints: Constraints, goal: str = "max_th
 
     others = [p for p in feasible if p.candidate_id not in (best.candidate_id,)]
     runner_up = best_of([p for p in others if p.candidate_id != "baseline"]) or best_of(others)
-    binding = _binding(by_candidate.get(best.candidate_id, []), best, c, goal)
+    binding = _binding(by_candidate.get(best.candidate_id, []), best, c, goal, load_cap)
     reason = f"{best.candidate_id} gives {_fmt(best, c)}"
     if goal == "max_throughput_per_instance":
         reason += f" = {best.throughput_per_instance:.1f} infer/s per instance ({best.instance_count})"
+    if goal == "min_energy" and best.energy_j_per_infer is not None:
+        reason += f" using {best.energy_j_per_infer:.4g} J per inference"
     if baseline is not None and best.candidate_id != "baseline":
         reason += f" vs baseline {_fmt(baseline, c)}"
     if runner_up is not None:
@@ -242,6 +261,15 @@ def recommend(results: RunResults, constraints: Constraints, goal: str = "max_th
     if unchecked:
         reason += "; not checked: " + "; ".join(unchecked)
     return Recommendation(best, runner_up, baseline, None, c, binding, reason, feasible, goal, unchecked)
+
+
+def _chosen(best_of, feasible: list[OperatingPoint], baseline: OperatingPoint | None,
+            choose: str | None) -> OperatingPoint | None:
+    """The best point of the candidate a confirmation phase chose; the current config is kept
+    even where the search saw it only over the budget."""
+    if choose is None:
+        return None
+    return best_of([p for p in feasible if p.candidate_id == choose]) or (baseline if choose == "baseline" else None)
 
 
 def _unchecked(c: Constraints, points: list[OperatingPoint]) -> list[str]:
@@ -257,8 +285,49 @@ def _unchecked(c: Constraints, points: list[OperatingPoint]) -> list[str]:
             f"{len(points)} load points (no GPU memory telemetry in their windows)"]
 
 
+def _unchecked_energy(goal: str, points: list[OperatingPoint]) -> list[str]:
+    if goal != "min_energy" or not points:
+        return []
+    missing = [p for p in points if p.energy_j_per_infer is None]
+    if len(missing) == len(points):
+        return ["objective min_energy: not available (no GPU energy telemetry in the results; the server "
+                "exposes no nv_energy_consumption that advanced): recommended by max throughput instead"]
+    if missing:
+        return [f"objective min_energy: energy per inference not available for {len(missing)} of "
+                f"{len(points)} load points; those rank below every point with a figure"]
+    return []
+
+
+SATURATED = 0.9  # instances computing this share of the time: the server is the limit
+
+
+def busy_share(m: Measurement, instances: int) -> float | None:
+    """The share of the point's time its instances spent computing (server statistics)."""
+    used = m.windows[-m.summary_windows:] if m.summary_windows > 0 else m.windows
+    span_s = sum(w.duration_s for w in used)
+    ns = sum(t for w in used if w.server is not None for _, t in w.server.batch_compute_infer.values())
+    if span_s <= 0 or not ns:
+        return None
+    return ns / 1e9 / (span_s * max(1, instances))
+
+
+def _saturation(points: list[tuple[OperatingPoint, Measurement]], best: OperatingPoint, plateau: float) -> str | None:
+    """The best point is where throughput stopped growing: lower loads gave as much, or its
+    instances computed nearly all the time."""
+    lower = [p for p, _ in points if p.concurrency <= best.concurrency / 1.25]
+    prev = max(lower, key=lambda p: p.throughput_infer_per_s, default=None)
+    if prev is not None and best.throughput_infer_per_s < prev.throughput_infer_per_s * (1 + plateau):
+        return (f"throughput plateau (server saturated: {prev.throughput_infer_per_s:.1f} infer/s already at "
+                f"concurrency {prev.concurrency})")
+    m = next((m for p, m in points if p is best), None)
+    share = busy_share(m, best.instance_count) if m is not None else None
+    if share is not None and share >= SATURATED:
+        return f"server saturated (its instances computed {min(share, 1.0):.0%} of the time)"
+    return None
+
+
 def _binding(points: list[tuple[OperatingPoint, Measurement]], best: OperatingPoint, c: Constraints,
-             goal: str = "max_throughput") -> str:
+             goal: str = "max_throughput", load_cap: int | None = None) -> str:
     """Why the best candidate was not run harder (or, for min_latency, lighter): the constraint that held it."""
     if goal == "min_latency":
         lower = sorted((pm for pm in points if pm[0].concurrency < best.concurrency),
@@ -279,6 +348,16 @@ def _binding(points: list[tuple[OperatingPoint, Measurement]], best: OperatingPo
                     f"{p.concurrency})")
         if m.status != "ok" or (p.errors and error_rate(p, m) > c.max_error_rate):
             return f"errors at concurrency {p.concurrency}"
+        if goal == "min_energy" and None not in (p.energy_j_per_infer, best.energy_j_per_infer) \
+                and p.energy_j_per_infer >= best.energy_j_per_infer:
+            return (f"energy per inference stops falling ({p.energy_j_per_infer:.4g} J at concurrency "
+                    f"{p.concurrency})")
         if p.throughput_infer_per_s <= best.throughput_infer_per_s:
             return f"throughput plateau (server saturated: {p.throughput_infer_per_s:.1f} infer/s at concurrency {p.concurrency})"
-    return "highest load level measured"
+    why = _saturation(points, best, 0.03)
+    if why is not None:
+        return why
+    if load_cap is not None and best.concurrency >= load_cap:
+        return f"load cap (concurrency {load_cap}, the most the search measures) still within the budget"
+    return ("highest load level measured" + (f" (below the load cap {load_cap}: the search stopped before the "
+                                             f"budget bound)" if load_cap is not None else ""))

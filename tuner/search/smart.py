@@ -1,26 +1,35 @@
-"""The smart search: (almost) grid's answer with far fewer measurements.
+"""The smart search: grid's answer (or better) with a fraction of its measurements.
 
-1. The baseline, then one candidate per (max_batch_size, instances) group (its middle
-   queue delay, default preferred sizes), the group with the highest bound first. A
-   candidate's load level at the latency budget is found by bracketing and interpolation
-   over the profile's concurrency range, any integer in it, not by stepping through the
-   listed levels (`bracket.LoadSearch`); the first level is guessed from Little's law,
-   the ceiling and what earlier candidates showed.
-2. Each untried group's compute ceiling (`ceiling.throughput_bound`, fitted to the
-   server's own compute statistics seen so far) bounds what any of its candidates can
-   do. A group whose ceiling, SKIP_MARGIN added for fit error, cannot beat the incumbent
-   (the best point meeting every constraint so far) is skipped: every candidate listed
-   with the reason.
-3. Around the best groups (within REFINE_PCT of the incumbent), the other queue delays
-   and preferred sizes are measured, starting at the group's best load level; a variant
-   no better than its group's first candidate at that level stops there. Other groups'
-   variants are skipped with the reason: they change how batches form, not the ceiling.
-4. The winner gets points at lower load (CURVE_SHARES of its best throughput) so
-   `tuner plan` can interpolate its latency curve.
+1. The baseline, then the candidate with the largest max_batch_size at the fewest
+   instances (its middle queue delay): it shows the most batch sizes, unshared, so the
+   server's statistics give a cost per batch size early.
+2. From then on every open candidate is predicted before it is measured (`model.py`: the
+   server's compute per batch size, the time outside the server, a simulation of the
+   dynamic batcher, calibrated against every measured point). The one with the best
+   prediction is measured next. Each candidate, whatever its max_batch_size, queue delay,
+   preferred sizes or instance count, is judged on its own prediction: a candidate is
+   skipped only when its compute ceiling (`ceiling.py`) or its prediction, raised by the
+   model's margin, cannot beat the incumbent (the best point meeting every constraint so
+   far); the reason is listed.
+3. A candidate's load level at the budget is bracketed (`bracket.LoadSearch`), starting
+   where the model predicts it, over any integer from the profile's lowest level up to the
+   load cap (LOAD_CAP x its highest level): a budget that has not bound at the last listed
+   level is followed beyond it. After each point the model, re-anchored on the candidate's
+   own points, may show that it cannot beat the incumbent: it stops there.
+4. When everything listed is done, max_batch_size is refined (`refine.py`): between the
+   incumbent's listed neighbours, and beyond the largest listed value when the incumbent
+   is the largest, a value the model predicts better than the incumbent is added as a new
+   candidate (same queue delay, preferred-size rule and instances) and measured; refining
+   stops once a refined candidate does not become the incumbent (the model's suggestion
+   failed: it is no guide there) or after MAX_REFINED.
+5. The winner's load at the budget is bracketed more finely (POLISH_TOL, at most
+   POLISH_POINTS more points), then it gets points at lower load (CURVE_SHARES of its best
+   throughput) so `tuner plan` can interpolate its latency curve.
 
-min_latency looks for the lowest load reaching the required throughput instead, and
-skips groups whose ceiling cannot reach it. Deterministic: every decision is a function
-of the observations in order, so a resumed sweep replays it with the stored points.
+min_latency looks for the lowest load reaching the required throughput instead.
+Deterministic: every decision is a function of the observations in order, so a resumed
+sweep replays it with the stored points (refined candidates included: their specs are in
+the steps, and their ids are the usual `CandidateSpec.candidate_id`).
 """
 
 from __future__ import annotations
@@ -29,70 +38,58 @@ import math
 
 from tuner.config import CandidateSpec
 from tuner.results.records import Measurement
-from tuner.search.base import BASELINE, Step, Strategy
-from tuner.search.bracket import Level, LoadPoint, LoadSearch, median, read_point
-from tuner.search.ceiling import (
-    Bound,
-    ComputeFit,
-    batch_compute_stats,
-    bound_value,
-    cannot_beat,
-    throughput_bound,
-)
+from tuner.search.base import BASELINE, Step, Strategy, load_cap
+from tuner.search.bracket import Level, LoadPoint, LoadSearch, read_point
+from tuner.search.ceiling import Bound, throughput_bound
+from tuner.search.judge import cannot_beat_any, hopeless
+from tuner.search.model import BatchModel, Prediction
 from tuner.search.recommend import OperatingPoint, objective_key, objective_value
+from tuner.search.refine import propose
 
 
 class SmartStrategy(Strategy):
-    """Reaches (almost) grid's answer with far fewer measurements; the method is in the
-    module docstring."""
+    """Predict, measure the most promising, skip what cannot win, refine; see the module docstring."""
 
     name = "smart"
     SKIP_MARGIN = 0.05   # a ceiling must beat the incumbent by this much to be skipped
-    REFINE_PCT = 5.0     # refine queue delay / preferred sizes of groups this close to the incumbent
     GAIN_TOL = 0.03      # stop bisecting when at most this much throughput is left between the brackets
-    MAX_POINTS = 7       # per candidate
+    MAX_POINTS = 5       # per candidate: beyond, a noisy host makes bracketing chase its own noise
     MAX_STEP = 4.0       # the most the load changes in one extrapolated step
+    MAX_REFINED = 4      # new max_batch_size values tried
     CURVE_SHARES = (0.6, 0.3)  # of the winner's best throughput: capacity plans run replicas below it
+    POLISH_TOL = 0.01    # the winner's brackets are closed to this much throughput
+    POLISH_POINTS = 2
 
     def __init__(self, profile, candidates: list[tuple[str, CandidateSpec]]):
         super().__init__(profile, candidates)
         self.c = profile.constraints
         self.goal = getattr(profile, "goal", "max_throughput")
         levels = profile.search.concurrency
-        self.cmin, self.cmax = min(levels), max(levels)
-        self.load = LoadSearch(self.c, self.cmin, self.cmax, profile.search.plateau_pct, self.GAIN_TOL,
-                               self.MAX_STEP)
+        self.cmin, self.cap = min(levels), load_cap(levels)
+        self.load = LoadSearch(self.c, self.cmin, self.cap, profile.search.plateau_pct, self.GAIN_TOL,
+                               self.MAX_STEP, cap_note=f"the load cap, {self.cap // max(levels)}x the "
+                                                   f"profile's highest level")
         self.specs = dict(candidates)
         self.order = [cid for cid, _ in candidates]
-        self.groups: dict[tuple, list[str]] = {}
-        for cid, spec in candidates:
-            if cid != BASELINE:
-                self.groups.setdefault(self._group(spec), []).append(cid)
-        self.primary = {g: self._pick_primary(cids) for g, cids in self.groups.items()}
+        self.listed_mbs = sorted({s.max_batch_size for cid, s in candidates if cid != BASELINE})
+        self.refined: list[str] = []  # candidates added by refining max_batch_size
         self.current: str | None = None
         self.guess: dict[str, int] = {}
         self.skipped: dict[str, str] = {}
         self.curve_asked: dict[str, int] = {}
+        self.polished: dict[str, int] = {}  # winner -> points asked to close its brackets
+        self.finishing = False  # polishing / curve points started: the candidates are settled
+        self.fine = LoadSearch(self.c, self.cmin, self.cap, profile.search.plateau_pct, self.POLISH_TOL,
+                               self.MAX_STEP, cap_note=self.load.cap_note)
         self._cache: dict[int, tuple[Measurement, LoadPoint]] = {}
-        self._fits: dict[tuple[int, int], ComputeFit] = {}
-        self._seen = 0  # observations so far (keys the fit cache)
+        self._model: tuple[int, BatchModel] | None = None
+        self._seen = 0  # observations so far (keys the model)
 
     def observe(self, m: Measurement) -> None:
         super().observe(m)
         self._seen += 1
 
     # -- bookkeeping --
-    @staticmethod
-    def _group(spec: CandidateSpec) -> tuple:
-        return (spec.max_batch_size, spec.instance_count, spec.dynamic_batching)
-
-    def _pick_primary(self, cids: list[str]) -> str:
-        """The group's first candidate: the middle queue delay, the default preferred sizes."""
-        delays = sorted({self.specs[c].max_queue_delay_us for c in cids})
-        mid = delays[len(delays) // 2]
-        same = [c for c in cids if self.specs[c].max_queue_delay_us == mid]
-        return next((c for c in same if not self.specs[c].preferred_batch_size), same[0])
-
     def _pt(self, m: Measurement) -> LoadPoint:
         hit = self._cache.get(id(m))
         if hit is not None and hit[0] is m:  # the id of a collected measurement can be reused
@@ -108,34 +105,56 @@ class SmartStrategy(Strategy):
     def _value(self, op: OperatingPoint) -> float:
         return objective_value(self.goal, op, self.c.latency_percentile)
 
+    def _better(self, a: float, b: float) -> bool:
+        return a < b if self.goal == "min_latency" else a > b
+
     def _incumbent(self) -> OperatingPoint | None:
         key = objective_key(self.goal, self.c.latency_percentile)
         ops = [p.op for cid, ms in self.points.items() if cid != BASELINE
                for p in map(self._pt, ms) if p.meets]
         return max(ops, key=key, default=None)
 
-    def _group_best(self, g: tuple) -> OperatingPoint | None:
-        key = objective_key(self.goal, self.c.latency_percentile)
-        ops = [p.op for cid in self.groups[g] for p in self._pts(cid) if p.meets]
-        return max(ops, key=key, default=None)
-
-    # -- the compute model --
-    def _fit(self, instances: int) -> ComputeFit:
-        """Statistics of candidates with no more instances than `instances` (see ceiling.py)."""
-        key = (instances, self._seen)
-        if key not in self._fits:
-            ms = [m for cid in self.order if self.specs[cid].instance_count <= instances
-                  for m in self.points.get(cid, [])]
-            self._fits[key] = ComputeFit(batch_compute_stats(ms))
-        return self._fits[key]
+    # -- the model of unmeasured candidates --
+    def model(self) -> BatchModel:
+        """The model of everything measured, rebuilt between candidates; while a candidate is
+        measured it stays as it was at its start (its own points re-anchor it: `judge.hopeless`)."""
+        stale = self._model is None or (self._model[0] != self._seen and self.current is None)
+        if stale:
+            observed = [(self.specs[cid], m, self._pt(m)) for cid in self.order for m in self.points.get(cid, [])]
+            previous = self._model[1] if self._model is not None else None
+            self._model = (self._seen, BatchModel(observed, self.c.latency_percentile, self.c.latency_budget_ms,
+                                                  self.cmin, self.cap, previous))
+        return self._model[1]
 
     def bound(self, spec: CandidateSpec) -> Bound | None:
         """The candidate's throughput ceiling and latency floor; None until the server's
         statistics show at least two batch sizes."""
-        return throughput_bound(self._fit(spec.instance_count), spec, self.c.latency_budget_ms, self.cmax)
+        return throughput_bound(self.model().costs.curve(spec), spec, self.c.latency_budget_ms, self.cap)
 
-    def _cannot_beat(self, spec: CandidateSpec, inc: OperatingPoint | None) -> str | None:
-        return cannot_beat(self.goal, spec, self.bound(spec), inc, self.c, self.SKIP_MARGIN)
+    def predict(self, spec: CandidateSpec) -> Prediction | None:
+        """The model's best point for the goal (None: none predicted, or no model yet)."""
+        model = self.model()
+        if not model.ok:
+            return None
+        if self.goal == "min_latency":
+            return model.at_throughput(spec, self.c.min_throughput_infer_per_s)
+        return model.at_budget(spec)
+
+    def _predicted_value(self, spec: CandidateSpec, pred: Prediction) -> float:
+        if self.goal == "min_latency":
+            return pred.latency_ms
+        return pred.infer_per_s / (spec.instance_count if self.goal == "max_throughput_per_instance" else 1)
+
+    def _failed_like(self, spec: CandidateSpec) -> str | None:
+        """A candidate with this max_batch_size (or less) and no more instances failed to load: an
+        engine built for a maximum batch, or a device too small, refuses this one too."""
+        for fid, reason in self.failed.items():
+            f = self.specs.get(fid)
+            if (f is not None and fid != BASELINE and f.dynamic_batching and spec.dynamic_batching
+                    and f.max_batch_size <= spec.max_batch_size and f.instance_count <= spec.instance_count):
+                return (f"max_batch_size {spec.max_batch_size} x {spec.instance_count} instance(s) is at least "
+                        f"{fid}'s, which failed: {reason}")
+        return None
 
     # -- choosing the next candidate --
     def next_step(self) -> Step | None:
@@ -163,7 +182,7 @@ class SmartStrategy(Strategy):
         self.ended.add(cid)
         return Step("skip", cid, self.specs[cid], reason=reason)
 
-    def _start(self, cid: str, guess: int) -> Step:
+    def _start(self, cid: str, guess: float) -> Step:
         self.guess[cid] = self.load.clamp(guess)
         return Step("start", cid, self.specs[cid])
 
@@ -171,48 +190,70 @@ class SmartStrategy(Strategy):
         if BASELINE in self.specs and self._open(BASELINE):
             return self._start(BASELINE, self._guess(self.specs[BASELINE]))
         inc = self._incumbent()
-        # 1. one candidate per group, the highest bound first
-        todo = [g for g, p in self.primary.items() if self._open(p)]
-        for g in todo:
-            why = self._cannot_beat(self.specs[self.primary[g]], inc)
+        todo = [cid for cid in self.order if self._open(cid)]
+        for cid in todo:
+            why = cannot_beat_any(self, cid, inc)
             if why is not None:
-                return self._skip_group(g, why)
+                return self._skip(cid, why)
         if todo:
-            g = max(todo, key=self._group_score)
-            return self._start(self.primary[g], self._guess(self.specs[self.primary[g]]))
-        # 2. the other queue delays / preferred sizes, around the best groups
-        ranked = sorted((g for g in self.groups if any(self._open(c) for c in self.groups[g])),
-                        key=self._group_rank)
-        for g in ranked:
-            for cid in self.groups[g]:
-                if self._open(cid):
-                    return self._variant_step(g, cid, inc)
-        # 3. the winner's latency curve below its best load, for capacity planning
-        return self._curve_step(inc)
+            cid = max(todo, key=self._promise)
+            return self._start(cid, self._guess(self.specs[cid]))
+        new = None if self.finishing else self._refinement(inc)
+        if new is not None:
+            return new
+        self.finishing = True
+        return self._polish_step(inc) or self._curve_step(inc)
 
-    def _variant_step(self, g: tuple, cid: str, inc: OperatingPoint | None) -> Step:
-        """Start or skip a queue delay / preferred sizes variant of the group's primary."""
-        why = self._cannot_beat(self.specs[cid], inc)
-        if why is not None:
-            return self._skip(cid, why)
-        gb = self._group_best(g)
-        prim = self.primary[g]
-        if prim in self.failed:
-            return self._skip(cid, f"same max_batch_size and instances as {prim}, which failed: "
-                                   f"{self.failed[prim]}")
-        spec, first = self.specs[cid], self.specs[prim]
-        if inc is None and gb is None and spec.max_queue_delay_us < first.max_queue_delay_us:
-            # nothing meets the constraints yet: less queue delay is what may get there
-            low = min((p.concurrency for p in self._pts(prim) if p.ok), default=None)
-            return self._start(cid, low or self._guess(spec))
-        if gb is None or inc is None or not self._close_to(self._value(gb), self._value(inc)):
-            have = (f"{self._value(gb):.1f}" if gb is not None else "no feasible point")
-            return self._skip(cid, (
-                f"queue delay / preferred sizes variant of {prim}, whose group's best ({have}) is not within "
-                f"{self.REFINE_PCT:g}% of the incumbent"
-                + (f" {inc.candidate_id} ({self._value(inc):.1f})" if inc is not None else "")
-                + "; variants change how batches form, not the compute ceiling"))
-        return self._start(cid, self._answer_level(prim) or self._guess(self.specs[cid]))
+    def _promise(self, cid: str):
+        """Which open candidate to measure next: the best prediction; with no model yet, the
+        largest max_batch_size at the fewest instances (its costs are the least shared), its
+        middle queue delay first."""
+        spec = self.specs[cid]
+        pred = self.predict(spec)
+        if pred is not None:
+            v = self._predicted_value(spec, pred)
+            return (1, -v if self.goal == "min_latency" else v, -self.order.index(cid))
+        if self.model().ok:
+            return (0, 0.0, -self.order.index(cid))
+        delays = sorted({s.max_queue_delay_us for c, s in self.specs.items()
+                         if c != BASELINE and s.max_batch_size == spec.max_batch_size})
+        middle = delays[len(delays) // 2] if delays else 0
+        return (0, spec.max_batch_size - spec.instance_count * 1e-3 - abs(spec.max_queue_delay_us - middle) * 1e-9
+                - len(spec.preferred_batch_size) * 1e-12, -self.order.index(cid))
+
+    def _refinement(self, inc: OperatingPoint | None) -> Step | None:
+        if inc is None or len(self.refined) >= self.MAX_REFINED or self.goal == "min_latency":
+            return None
+        if self.refined and inc.candidate_id != self.refined[-1]:
+            return None  # the model's last suggestion did not beat the incumbent: it is no guide here
+        spec, _why = propose(self, inc)
+        if spec is None:
+            return None
+        cid = spec.candidate_id
+        self.specs[cid] = spec
+        self.order.append(cid)
+        self.points.setdefault(cid, [])
+        self.refined.append(cid)
+        self.candidates.append((cid, spec))
+        return self._start(cid, self._guess(spec))
+
+    def _polish_step(self, inc: OperatingPoint | None) -> Step | None:
+        """One more point of the winner between its brackets while they leave more than POLISH_TOL
+        of throughput (at most POLISH_POINTS): the answer is its best point, so it is worth closing."""
+        if inc is None or self.goal == "min_latency":
+            return None
+        cid = inc.candidate_id
+        asked = self.polished.setdefault(cid, 0)
+        pts = self._pts(cid)
+        if asked >= self.POLISH_POINTS or any(not p.ok for p in pts):
+            return None
+        bd = self.bound(self.specs[cid])
+        level, _ = self.fine.for_budget(pts, None if bd is None else bd.ceiling, lambda: self.model().tail)
+        self.polished[cid] = asked + 1  # asked once per point: a resumed run replays the same asks
+        if level is None:
+            self.polished[cid] = self.POLISH_POINTS
+            return None
+        return Step("measure", cid, self.specs[cid], level, reason="polish")
 
     def _curve_step(self, inc: OperatingPoint | None) -> Step | None:
         """A point of the incumbent at lower load where its curve has none (at most one per share):
@@ -234,98 +275,29 @@ class SmartStrategy(Strategy):
                 return Step("measure", cid, self.specs[cid], nxt, reason="curve")
         return None
 
-    def _skip_group(self, g: tuple, why: str) -> Step:
-        """Every candidate of the group is listed, one step each, the primary last (the
-        group stays first in line until all are skipped)."""
-        cids = sorted((c for c in self.groups[g] if self._open(c)), key=lambda c: c == self.primary[g])
-        return self._skip(cids[0], why)
-
-    def _group_score(self, g: tuple):
-        spec = self.specs[self.primary[g]]
-        bd = self.bound(spec)
-        if bd is None:  # unknown: measure the largest first, it shows the most batch sizes
-            return (1, spec.max_batch_size * spec.instance_count, -self.order.index(self.primary[g]))
-        v = bound_value(self.goal, spec, bd, self.c.min_throughput_infer_per_s)
-        return (0, -v if self.goal == "min_latency" else v, -self.order.index(self.primary[g]))
-
-    def _group_rank(self, g: tuple):
-        gb = self._group_best(g)
-        if gb is None:
-            return (1, 0.0, self.order.index(self.groups[g][0]))
-        v = self._value(gb)
-        return (0, v if self.goal == "min_latency" else -v, self.order.index(self.groups[g][0]))
-
-    def _close_to(self, value: float, inc: float) -> bool:
-        if self.goal == "min_latency":
-            return value <= inc * (1 + self.REFINE_PCT / 100.0)
-        return value >= inc * (1 - self.REFINE_PCT / 100.0)
-
-    def _answer_level(self, cid: str) -> int | None:
-        ops = [p for p in self._pts(cid) if p.meets]
-        if not ops:
-            return None
-        key = objective_key(self.goal, self.c.latency_percentile)
-        return max(ops, key=lambda p: key(p.op)).concurrency
-
-    def _guess(self, spec: CandidateSpec) -> int:
-        """First load level: where the predicted latency meets the budget (or the required
-        throughput is reached), from Little's law and what earlier candidates showed."""
-        c = self.c
-        bd = self.bound(spec)
-        if bd is None:
-            if spec.dynamic_batching:
-                return self.load.clamp(spec.max_batch_size * spec.instance_count)
-            return self.load.clamp(math.sqrt(self.cmin * self.cmax))
-        eff, ratio = self._learned()
-        if self.goal == "min_latency":
-            need = c.min_throughput_infer_per_s
-            return self.load.clamp(need * max(bd.latency_floor, 1e-3) * 1.5 / 1000.0)
-        infer_per_s = bd.ceiling * eff
-        return self.load.clamp(infer_per_s * (c.latency_budget_ms / ratio) / 1000.0)
-
-    def _learned(self) -> tuple[float, float]:
-        """(measured / ceiling at the best point, percentile / mean latency near the budget)."""
-        effs, ratios = [], []
-        for cid in self.order:
-            pts = self._pts(cid)
-            for p in pts:
-                if p.ok and p.within and p.latency_ms >= 0.5 * self.c.latency_budget_ms and p.mean_ms > 0:
-                    ratios.append(p.latency_ms / p.mean_ms)
-            if cid == BASELINE or cid not in self.ended or cid in self.skipped:
-                continue
-            best = max((p.infer_per_s for p in pts if p.within), default=None)
-            bd = self.bound(self.specs[cid])
-            if best is not None and bd is not None and bd.ceiling > 0:
-                effs.append(min(1.0, best / bd.ceiling))
-        eff = median(effs) if effs else 0.8
-        ratio = min(3.0, max(1.0, median(ratios))) if ratios else 1.3
-        return eff, ratio
+    def _guess(self, spec: CandidateSpec) -> float:
+        """First load level: where the model predicts the budget binds (or the required
+        throughput is reached); without a model, one full batch per instance."""
+        pred = self.predict(spec)
+        if pred is not None:
+            return pred.concurrency
+        if spec.dynamic_batching:
+            return spec.max_batch_size * spec.instance_count
+        return math.sqrt(self.cmin * max(self.profile.search.concurrency))
 
     # -- one candidate: its load level at the budget --
     def _next_level(self, cid: str) -> Level:
         pts = self._pts(cid)
         if not pts:
-            return self.guess.get(cid) or self.load.clamp(math.sqrt(self.cmin * self.cmax)), ""
+            return self.guess.get(cid) or self.load.clamp(math.sqrt(self.cmin * self.cap)), ""
         if any(not p.ok for p in pts):
             return None, "failed"
         if len(pts) >= self.MAX_POINTS:
             return None, f"{self.MAX_POINTS} points measured"
+        why = hopeless(self, cid, pts)
+        if why is not None:
+            return None, why
         if self.goal == "min_latency":
             return self.load.for_throughput(pts)
-        if len(pts) == 1:
-            why = self._no_better_than_primary(cid, pts[0])
-            if why is not None:
-                return None, why
         bd = self.bound(self.specs[cid])
-        return self.load.for_budget(pts, None if bd is None else bd.ceiling, lambda: self._learned()[1])
-
-    def _no_better_than_primary(self, cid: str, v: LoadPoint) -> str | None:
-        """A variant's first point, taken at its group primary's best level: it stops there when
-        it is clearly worse than the primary's point at that level."""
-        if cid == BASELINE:
-            return None
-        prim = self.primary.get(self._group(self.specs[cid]))
-        if prim is None or prim == cid:
-            return None
-        ref = next((p for p in self._pts(prim) if p.concurrency == v.concurrency and p.ok), None)
-        return None if ref is None else self.load.no_better_than(v, ref, prim)
+        return self.load.for_budget(pts, None if bd is None else bd.ceiling, lambda: self.model().tail)

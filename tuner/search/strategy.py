@@ -1,16 +1,24 @@
 """Search strategies: which (candidate, load level) to measure next; the registry.
 
-Strategies: "grid" (every candidate, climbed through the listed load levels) and
-"smart" (bracketing of each candidate's load level at the budget, compute ceilings
-from the server's statistics to skip candidates that cannot win, queue delay /
-preferred sizes refined around the best).
+Strategies: "grid" (every candidate, climbed through the listed load levels, then on
+to the load cap) and "smart" (every candidate predicted from the server's statistics by a
+simulation of the batcher, the most promising measured first, each one's load level at
+the budget bracketed, what cannot win skipped with the reason, max_batch_size refined
+between and beyond the listed values).
 
 Where each part lives:
     base.py      Step, Strategy (the observe / next_step protocol), BASELINE, climb_stop_reason
     grid.py      GridStrategy, the reference
     smart.py     SmartStrategy, the method
     bracket.py   one candidate's load level: bracketing, interpolation, elasticity
-    ceiling.py   ComputeFit and Bound: the fitted compute model and throughput ceiling
+    ceiling.py   Bound: the throughput ceiling from the server's costs
+    costs.py     CostTable: compute per batch size from the server's statistics, time outside it
+    batcher.py   a deterministic simulation of the dynamic batcher under closed-loop load
+    model.py     BatchModel: predictions for unmeasured candidates, calibrated on measured points
+    judge.py     when smart search skips a candidate, or stops measuring one
+    refine.py    new max_batch_size values between and beyond the listed ones
+    confirm.py   the confirmation phase's statistics: plan, intervals, ties, the final recommendation
+    surfaces.py  a family of simulated response surfaces (the synthetic model's parameters)
 
 This module only names the strategies (and re-exports what callers import from here);
 the strategies never import it, so the package has no import cycle.
@@ -20,7 +28,7 @@ from __future__ import annotations
 
 from tuner.config import CandidateSpec
 from tuner.search.base import BASELINE, Step, Strategy, climb_stop_reason
-from tuner.search.ceiling import Bound, ComputeFit
+from tuner.search.ceiling import Bound
 from tuner.search.grid import GridStrategy
 from tuner.search.smart import SmartStrategy
 
@@ -28,7 +36,6 @@ __all__ = [
     "BASELINE",
     "STRATEGIES",
     "Bound",
-    "ComputeFit",
     "GridStrategy",
     "SmartStrategy",
     "Step",

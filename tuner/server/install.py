@@ -35,17 +35,17 @@ def _cache_dir() -> Path:
 
 def embedded_install() -> TritonInstall:
     """The tritonserver bundled in the nvidia-pytriton wheel, made runnable."""
-    try:
-        import pytriton  # noqa: F401  (only to locate the wheel's files)
-    except ImportError:
+    import importlib.util
+
+    # Located, never imported: only the wheel's files are used, and importing
+    # pytriton needs its own client stack (absent where the GPU check installs
+    # the wheel alone, scripts/gpu-check.sh).
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         raise ServerError(
             "the embedded Triton needs the nvidia-pytriton wheel; run `pip install nvidia-pytriton` "
             "or pass --url to use a running server"
-        ) from None
-    import importlib.util
-
-    spec = importlib.util.find_spec("pytriton")
-    assert spec is not None and spec.submodule_search_locations
+        )
     pkg = Path(list(spec.submodule_search_locations)[0])
     ts = pkg / "tritonserver"
     binary = ts / "bin" / "tritonserver"

@@ -1,0 +1,360 @@
+"""The confirmation phase's statistics: which configs to measure again, and what the rounds prove.
+
+A search measures each load point once; on a shared host two measurements of one config
+minutes apart differ by several percent, so a winner by 3% may be luck. The confirmation
+phase measures the search's winner, every candidate within noise of it and the baseline
+again, each at its own at-budget load (the load of its best point in the search),
+interleaved: round r visits A, B, C in turn, then round r + 1 does it again. Whatever
+drifts on the host in the meantime touches every config alike.
+
+Which configs (`plan`): the winner; among the candidates whose best point is within
+NOISE of it, the strongest rival (the next best) and the simplest (see `simplicity`), at
+most MAX_RIVALS in all; and the baseline.
+
+How rounds become intervals (`analyse`). For config c, visit r gives throughput x_cr
+(requests completed / window time). The noise model: x_cr = mu_c * (1 + e_cr), the e_cr
+independent, mean zero, with one relative spread sigma for every config on this host
+(the host's noise is multiplicative and shared; pooling gives the estimate degrees of
+freedom that 3-6 visits of one config alone cannot). sigma is estimated from the relative
+residuals x_cr / mean_c - 1 pooled over configs, df = sum(visits_c - 1), and floored at
+SIGMA_FLOOR. The 95% interval of mu_c is mean_c +- t(0.975, df) * sigma * mean_c /
+sqrt(visits_c). Assumptions: visits are independent given the config (each is a fresh
+model load and warm-up), the spread is the same for every config, and means of a few
+visits are near normal; a drift larger than the spread widens every interval rather
+than biasing one config, since every round visits every config.
+
+The budget's percentile: all of a config's latencies pooled; its interval by a bootstrap
+over visits (BOOTSTRAP resamples of whole visits, seeded, so a report re-renders the
+same numbers). A config is out of the budget only when even the low end of that interval
+is over it; a point at the budget's edge exceeds it in about half of all re-measurements,
+which says nothing against it.
+
+The decision:
+  * best: the highest mean throughput among the configs not out of the budget
+    (min_latency: the lowest percentile among those reaching the required throughput);
+  * tied: the others whose interval overlaps the best's;
+  * if the baseline is the best or tied with it, the recommendation is to keep the current
+    config: no measured gain survives the noise;
+  * otherwise, among the best and its ties, those not tied with the baseline, the
+    simplest is recommended (smaller queue delay, then fewer instances, then smaller
+    max_batch_size, then fewer preferred sizes): a more complex config must be clearly
+    better to be preferred.
+  * gain_vs_baseline: the recommended config's mean throughput over the baseline's (the best
+    tuned config's when the current one is kept), with the interval of ratios the two
+    intervals allow, [lo_c / hi_b, hi_c / lo_b]; significant when the intervals do not
+    overlap, which is exactly when the current config is not kept.
+
+Overlap of two 95% intervals is a stricter test than a 95% test of their difference (about
+99% for equal widths): a change has to be clearly better to be recommended, which is the
+point. The rounds may stop before the plan's last (the runner, `tuner/confirm.py`) once
+nothing overlaps; intervals after such an early stop are a little optimistic (a lucky
+quiet spell stops them sooner), but only when the decision was already clear by a margin.
+
+Pure: made-up points in, a `Confirmation` out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from tuner.config import CandidateSpec
+from tuner.results.records import ConfirmPoint
+from tuner.search.recommend import Constraints, OperatingPoint, Recommendation
+
+BASELINE = "baseline"
+METHOD = "interleaved rounds; pooled relative spread, t interval; percentile by visit bootstrap"
+NOISE = 0.05        # a rival within this share of the winner's throughput is confirmed with it
+MAX_RIVALS = 2      # rivals confirmed besides the winner (and the baseline)
+SIGMA_FLOOR = 0.005  # no host measures throughput closer than this
+BOOTSTRAP = 400
+CONFIDENCE = 0.95
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """Student's t quantile 0.975 (a 95% two-sided interval)."""
+    if df < 1:
+        return math.inf
+    return T975[df - 1] if df <= len(T975) else 1.96 + 2.4 / df
+
+
+def simplicity(spec: CandidateSpec | None) -> tuple:
+    """Sort key, simplest first: smaller queue delay, fewer instances, smaller max_batch_size,
+    fewer preferred sizes (no dynamic batching counts as no queue delay)."""
+    if spec is None:
+        return (math.inf,)
+    delay = spec.max_queue_delay_us if spec.dynamic_batching else 0
+    return (delay, spec.instance_count, spec.max_batch_size, len(spec.preferred_batch_size), spec.candidate_id)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A config the confirmation measures, at the load of its best point in the search."""
+
+    candidate_id: str
+    concurrency: int
+
+
+def plan(rec: Recommendation, specs: dict[str, CandidateSpec]) -> list[Slot]:
+    """The winner, its rivals within NOISE (the next best and the simplest) and the baseline."""
+    if rec.best is None:
+        return []
+    best_of: dict[str, OperatingPoint] = {}
+    for p in rec.feasible:
+        if p.candidate_id != BASELINE and (p.candidate_id not in best_of or
+                                           p.throughput_infer_per_s > best_of[p.candidate_id].throughput_infer_per_s):
+            best_of[p.candidate_id] = p
+    win = rec.best
+    near = [p for cid, p in best_of.items() if cid != win.candidate_id
+            and p.throughput_infer_per_s >= (1 - NOISE) * win.throughput_infer_per_s]
+    rivals: list[OperatingPoint] = []
+    by_value = sorted(near, key=lambda p: (-p.throughput_infer_per_s, p.candidate_id))
+    by_simple = sorted(near, key=lambda p: simplicity(specs.get(p.candidate_id)))
+    for p in (by_value[:1] + by_simple[:1] + by_value[1:]):
+        if len(rivals) < MAX_RIVALS and p not in rivals:
+            rivals.append(p)
+    slots = [Slot(p.candidate_id, p.concurrency) for p in [win] + rivals]
+    if rec.baseline is not None and win.candidate_id != BASELINE:
+        slots.append(Slot(BASELINE, rec.baseline.concurrency))
+    return slots
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    lo: float
+    hi: float
+
+    def overlaps(self, other: "Interval") -> bool:
+        return self.lo <= other.hi and other.lo <= self.hi
+
+
+@dataclass(frozen=True)
+class ConfirmedConfig:
+    candidate_id: str
+    concurrency: int
+    visits: int
+    throughput_per_visit: tuple[float, ...]  # infer/s, in round order
+    throughput: Interval                     # infer/s
+    latency: Interval                        # the budget's percentile, ms (pooled; bootstrap over visits)
+    budget: str                              # "met" | "edge" (over, not clearly) | "over" (clearly over)
+
+    def to_dict(self) -> dict:
+        return {"candidate_id": self.candidate_id, "concurrency": self.concurrency, "visits": self.visits,
+                "throughput_per_visit": list(self.throughput_per_visit),
+                "throughput_infer_per_s": self.throughput.mean,
+                "throughput_ci": [self.throughput.lo, self.throughput.hi],
+                "latency_ms": self.latency.mean, "latency_ci": [self.latency.lo, self.latency.hi],
+                "budget": self.budget}
+
+
+@dataclass(frozen=True)
+class Gain:
+    candidate_id: str
+    ratio: float
+    ci: tuple[float, float]
+    significant: bool
+
+    def to_dict(self) -> dict:
+        return {"candidate_id": self.candidate_id, "ratio": self.ratio, "ci": list(self.ci),
+                "significant": self.significant}
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    method: str
+    rounds: int                      # rounds with every config measured
+    sigma_rel: float                 # pooled relative spread of one visit's throughput
+    df: int
+    configs: tuple[ConfirmedConfig, ...]
+    best: str | None                 # highest throughput (the goal's best) after confirmation
+    recommended: str | None          # after the tie rule; "baseline" when the current config is kept
+    tied_with: tuple[str, ...]       # configs within noise of the recommendation
+    keep_current: bool
+    gain: Gain | None
+    reason: str
+    confidence: float = CONFIDENCE
+    plan: tuple[Slot, ...] = field(default_factory=tuple)
+
+    def config(self, cid: str) -> ConfirmedConfig | None:
+        return next((c for c in self.configs if c.candidate_id == cid), None)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "confidence": self.confidence, "rounds": self.rounds,
+                "sigma_rel": self.sigma_rel, "df": self.df, "best": self.best, "recommended": self.recommended,
+                "keep_current": self.keep_current, "reason": self.reason,
+                "candidates": [c.to_dict() for c in self.configs],
+                "plan": [asdict(s) for s in self.plan]}
+
+
+def _visit_throughput(p: ConfirmPoint) -> float:
+    span = sum(w.duration_s for w in p.point.windows)
+    return sum(w.completed for w in p.point.windows) / span if span > 0 else 0.0
+
+
+def _pooled_sigma(groups: list[list[float]]) -> tuple[float, int]:
+    ss, df = 0.0, 0
+    for xs in groups:
+        if len(xs) < 2:
+            continue
+        m = sum(xs) / len(xs)
+        if m <= 0:
+            continue
+        ss += sum((x / m - 1.0) ** 2 for x in xs)
+        df += len(xs) - 1
+    return (max(SIGMA_FLOOR, math.sqrt(ss / df)) if df else math.inf), df
+
+
+def _percentile_interval(visits: list[list[int]], pct: str, seed: int) -> Interval:
+    q = float(pct.lstrip("p"))
+    pooled = np.fromiter((x for v in visits for x in v), dtype=np.float64)
+    if pooled.size == 0:
+        return Interval(math.nan, math.nan, math.nan)
+    point = float(np.percentile(pooled, q)) / 1000.0
+    if len(visits) < 2:
+        return Interval(point, point, point)
+    # resampling whole visits: each resample weighs every sample by how often its visit was drawn
+    rng = np.random.default_rng(seed)
+    k = len(visits)
+    vals = pooled
+    labels = np.concatenate([np.full(len(v), i, dtype=np.int32) for i, v in enumerate(visits)])
+    order = np.argsort(vals, kind="stable")
+    vals, labels = vals[order], labels[order]
+    counts = np.stack([np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(BOOTSTRAP)]).astype(np.int32)
+    cum = np.cumsum(counts[:, labels], axis=1)
+    target = q / 100.0 * cum[:, -1]
+    idx = np.minimum((cum < target[:, None]).sum(axis=1), vals.size - 1)
+    stats = vals[idx] / 1000.0
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return Interval(point, float(lo), float(hi))
+
+
+def _value(cfg: ConfirmedConfig, goal: str, specs: dict[str, CandidateSpec]) -> Interval:
+    """The goal's number with its interval (higher is better, except for min_latency)."""
+    if goal == "min_latency":
+        return cfg.latency
+    if goal == "max_throughput_per_instance":
+        n = max(1, specs[cfg.candidate_id].instance_count) if cfg.candidate_id in specs else 1
+        t = cfg.throughput
+        return Interval(t.mean / n, t.lo / n, t.hi / n)
+    return cfg.throughput
+
+
+def _configs(points: Iterable[ConfirmPoint], order: list[str], c: Constraints) -> tuple[list[ConfirmedConfig], float, int]:
+    by: dict[str, list[ConfirmPoint]] = {}
+    for p in points:
+        m = p.point
+        if m.status == "ok" and m.windows and any(w.completed for w in m.windows):
+            by.setdefault(p.candidate_id, []).append(p)
+    ids = [cid for cid in order if cid in by] + sorted(cid for cid in by if cid not in order)
+    visits = {cid: sorted(by[cid], key=lambda v: v.round) for cid in ids}
+    xs = {cid: [_visit_throughput(v) for v in visits[cid]] for cid in ids}
+    sigma, df = _pooled_sigma(list(xs.values()))
+    t = t975(df)
+    out = []
+    for cid in ids:
+        k, m = len(xs[cid]), sum(xs[cid]) / len(xs[cid])
+        half = t * sigma * m / math.sqrt(k) if math.isfinite(t * sigma) else math.inf
+        lat = _percentile_interval([[x for w in v.point.windows for x in w.latencies_us] for v in visits[cid]],
+                                   c.latency_percentile, seed=sum(map(ord, cid)))
+        budget = ("met" if lat.mean <= c.latency_budget_ms else "edge" if lat.lo <= c.latency_budget_ms else "over")
+        out.append(ConfirmedConfig(cid, visits[cid][0].point.concurrency, k, tuple(xs[cid]),
+                                   Interval(m, max(0.0, m - half), m + half), lat, budget))
+    return out, sigma, df
+
+
+def analyse(points: Iterable[ConfirmPoint], slots: list[Slot], specs: dict[str, CandidateSpec], c: Constraints,
+            goal: str = "max_throughput") -> Confirmation | None:
+    """What the rounds prove (the method is in the module docstring); None without a visit."""
+    points = list(points)
+    configs, sigma, df = _configs(points, [s.candidate_id for s in slots], c)
+    if not configs:
+        return None
+    measured = {s.candidate_id for s in slots} & {x.candidate_id for x in configs}
+    rounds = sum(1 for r in sorted({p.round for p in points})
+                 if measured <= {p.candidate_id for p in points if p.round == r and p.point.status == "ok"})
+    low = goal == "min_latency"
+    need = c.min_throughput_infer_per_s
+    eligible = [x for x in configs if x.budget != "over" and (not low or x.throughput.hi >= need)]
+    base = next((x for x in configs if x.candidate_id == BASELINE), None)
+    common = dict(method=METHOD, rounds=rounds, sigma_rel=sigma, df=df, configs=tuple(configs), plan=tuple(slots))
+    if not eligible:
+        return Confirmation(best=None, recommended=None, tied_with=(), keep_current=False, gain=None,
+                            reason="measured again, no config met the constraints", **common)
+    val = {x.candidate_id: _value(x, goal, specs) for x in configs}
+    best = (min if low else max)(eligible, key=lambda x: (val[x.candidate_id].mean, x.candidate_id))
+    pool = [best] + [x for x in eligible if x is not best and val[x.candidate_id].overlaps(val[best.candidate_id])]
+    keep = any(x.candidate_id == BASELINE for x in pool)
+    if keep:
+        chosen = base
+    else:
+        clear = [x for x in pool if base is None or base.budget == "over"
+                 or not val[x.candidate_id].overlaps(val[BASELINE])]
+        chosen = min(clear, key=lambda x: simplicity(specs.get(x.candidate_id)))
+    tied = tuple(x.candidate_id for x in pool if x is not chosen)
+    gain = _gain(chosen, base, configs, keep)
+    return Confirmation(best=best.candidate_id, recommended=chosen.candidate_id, tied_with=tied, keep_current=keep,
+                        gain=gain, reason=_reason(chosen, best, tied, keep, gain, rounds, c), **common)
+
+
+def _gain(chosen: ConfirmedConfig, base: ConfirmedConfig | None, configs: list[ConfirmedConfig],
+          keep: bool) -> Gain | None:
+    if base is None or base.throughput.mean <= 0:
+        return None
+    tuned = chosen
+    if keep:
+        others = [x for x in configs if x.candidate_id != BASELINE]
+        if not others:
+            return None
+        tuned = max(others, key=lambda x: (x.throughput.mean, x.candidate_id))
+    t, b = tuned.throughput, base.throughput
+    ci = (t.lo / b.hi if b.hi > 0 else 0.0, t.hi / b.lo if b.lo > 0 else math.inf)
+    return Gain(tuned.candidate_id, t.mean / b.mean, ci, not t.overlaps(b))
+
+
+def _reason(chosen: ConfirmedConfig, best: ConfirmedConfig, tied: tuple[str, ...], keep: bool, gain: Gain | None,
+            rounds: int, c: Constraints) -> str:
+    def ci(x: ConfirmedConfig) -> str:
+        return f"{x.throughput.mean:.1f} [{x.throughput.lo:.1f}, {x.throughput.hi:.1f}] infer/s"
+
+    g = (f"{gain.ratio:.2f}x [{gain.ci[0]:.2f}, {gain.ci[1]:.2f}] the baseline" if gain is not None else "")
+    head = f"confirmed over {rounds} interleaved round(s)"
+    if keep:
+        return (f"{head}: keep the current config: the best candidate ({gain.candidate_id if gain else best.candidate_id}) "
+                f"gives {g or 'no more than it'}, within noise" + (f"; tied: {', '.join(tied)}" if tied else ""))
+    out = f"{head}: {chosen.candidate_id} gives {ci(chosen)} at {c.latency_percentile} {chosen.latency.mean:.2f} ms"
+    if g:
+        out += f", {g}"
+    if chosen is not best:
+        out += f"; simplest of the configs within noise of the best ({best.candidate_id}, {ci(best)})"
+    if tied:
+        out += f"; tied: {', '.join(tied)}"
+    return out
+
+
+def final(results, profile, cap: int | None = None) -> tuple[Recommendation, Confirmation | None]:
+    """The run's recommendation: the search's best, then what the confirmation rounds decided."""
+    from tuner.search.base import load_cap
+    from tuner.search.recommend import recommend
+
+    c, goal = profile.constraints, profile.goal
+    cap = cap if cap is not None else load_cap(profile.search.concurrency)
+    rec = recommend(results, c, goal, cap)
+    specs = {cid: r.spec for cid, r in results.candidates.items()}
+    if not results.confirmation:
+        return rec, None
+    stored = results.confirm_plan
+    slots = [Slot(cid, n) for cid, n in stored.slots] if stored is not None else plan(rec, specs)
+    conf = analyse(results.confirmation, slots, specs, c, goal)
+    if conf is None or conf.recommended is None:
+        return rec, conf
+    final_rec = recommend(results, c, goal, cap, choose=conf.recommended)
+    if final_rec.best is not None:
+        final_rec.reason = f"{conf.reason}; search: {final_rec.reason}"
+    return final_rec, conf

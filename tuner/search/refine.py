@@ -1,0 +1,113 @@
+"""Refining max_batch_size beyond the listed values: where the measurements say the best lies.
+
+The profile lists a few max_batch_size values (often powers of two); the best may lie
+between two of them (a cost that jumps above a batch size that is not listed) or beyond
+the largest (a large fixed cost per execution keeps paying for bigger batches). Once
+every listed candidate is measured or skipped, `propose` takes the incumbent's queue
+delay, preferred-size rule and instance count and predicts, with the model (`model.py`,
+calibrated on what was measured), every max_batch_size not tried yet:
+
+  * every integer between the smallest and the largest value tried (where the best lies
+    depends on the batches the budget lets form, not only on the incumbent's neighbours);
+  * beyond the largest value tried, when the incumbent's is the largest: 1.25x, 1.5x and
+    2x it, up to MBS_CAP x the largest listed value;
+  * never above the largest value that loaded when a larger one failed to load (an
+    engine built for a maximum batch refuses more; where exactly it stops is not worth
+    a search).
+
+The best prediction becomes a new candidate when it beats the incumbent's measured value
+by the gain the model can resolve (MIN_GAIN, or half its margin): the measurements,
+through the model, say the best lies there. Refined candidates go through the same search
+as listed ones, so the next proposal sees them measured.
+"""
+
+from __future__ import annotations
+
+from tuner.config import CandidateSpec, validate_spec
+from tuner.search.recommend import OperatingPoint
+
+MBS_CAP = 4      # refinement stays within this many times the largest listed max_batch_size
+MIN_GAIN = 0.03  # a refined value must be predicted at least this much better than the incumbent
+COARSE = 12      # values predicted in a first pass; then every value near the best of them
+
+
+def _preferred_for(spec: CandidateSpec, mbs: int) -> tuple[int, ...]:
+    """The incumbent's preferred-size rule, applied to another max_batch_size."""
+    pbs = spec.preferred_batch_size
+    if not pbs:
+        return ()
+    if pbs == (spec.max_batch_size,):
+        return (mbs,)
+    if len(pbs) == 2 and pbs[1] == spec.max_batch_size and pbs[0] == spec.max_batch_size // 2:
+        return (mbs // 2, mbs) if mbs // 2 >= 1 and mbs // 2 != mbs else (mbs,)
+    return tuple(p for p in pbs if p <= mbs) or (mbs,)
+
+
+def _same_kind(a: CandidateSpec, b: CandidateSpec) -> bool:
+    return (a.dynamic_batching and b.dynamic_batching and a.max_queue_delay_us == b.max_queue_delay_us
+            and a.instance_count == b.instance_count
+            and _preferred_for(a, b.max_batch_size) == b.preferred_batch_size)
+
+
+def candidates_between(w: CandidateSpec, tried: list[int], limit: int | None, listed_max: int) -> list[int]:
+    """max_batch_size values worth predicting around the incumbent's (see the module docstring)."""
+    b = w.max_batch_size
+    out: list[int] = list(range(min(tried + [b]) + 1, max(tried + [b])))
+    if b >= max(tried + [b]):
+        cap = MBS_CAP * listed_max
+        out += sorted({min(cap, int(round(b * f))) for f in (1.25, 1.5, 2.0)} - {b})
+    if limit is not None:
+        out = [x for x in out if x <= limit]
+    return [x for x in out if x not in tried and x >= 1]
+
+
+def _coarse(values: list[int]) -> list[int]:
+    """At most COARSE of the values, evenly spread (the model is smooth enough between them)."""
+    if len(values) <= COARSE:
+        return values
+    step = (len(values) - 1) / (COARSE - 1)
+    return sorted({values[round(i * step)] for i in range(COARSE)})
+
+
+def propose(strategy, inc: OperatingPoint) -> tuple[CandidateSpec | None, str]:
+    """(a new candidate the model predicts better than the incumbent, why), or (None, "").
+    The values are predicted coarsely first, then every value near the best coarse one."""
+    w = strategy.specs.get(inc.candidate_id)
+    if w is None or not w.dynamic_batching:
+        return None, ""
+    kin = [s for s in strategy.specs.values() if _same_kind(w, s)]
+    tried = sorted({s.max_batch_size for s in kin})
+    failed = [s.max_batch_size for s in strategy.specs.values()
+              if s.candidate_id in strategy.failed and s.dynamic_batching and s.instance_count <= w.instance_count]
+    loaded = [s.max_batch_size for cid, s in strategy.specs.items() if strategy.points.get(cid)
+              and cid not in strategy.failed and s.dynamic_batching]
+    limit = max([b for b in loaded if not failed or b < min(failed)], default=None) if failed else None
+    values = candidates_between(w, tried, limit, max(strategy.listed_mbs))
+    coarse = _coarse(values)
+    best = _best(strategy, w, coarse)
+    if best is not None and len(coarse) < len(values):
+        gap = max(1, (values[-1] - values[0]) // max(1, len(coarse) - 1))
+        near = [x for x in values if abs(x - best[1].max_batch_size) <= gap and x not in coarse]
+        best = max((b for b in (best, _best(strategy, w, near)) if b is not None), key=lambda vb: vb[0])
+    have = strategy._value(inc)
+    if best is None or best[0] < have * (1 + max(MIN_GAIN, strategy.model().margin / 2)):
+        return None, ""
+    v, spec = best
+    return spec, (f"max_batch_size {spec.max_batch_size} refined from the incumbent {inc.candidate_id} "
+                  f"({have:.0f} infer/s): the model predicts {v:.0f}")
+
+
+def _best(strategy, w: CandidateSpec, values: list[int]) -> tuple[float, CandidateSpec] | None:
+    best: tuple[float, CandidateSpec] | None = None
+    for mbs in values:
+        spec = CandidateSpec(mbs, w.max_queue_delay_us, _preferred_for(w, mbs), w.instance_count)
+        if spec.candidate_id in strategy.specs:
+            continue
+        validate_spec(spec, spec.candidate_id)
+        pred = strategy.predict(spec)
+        if pred is None:
+            continue
+        v = strategy._predicted_value(spec, pred)
+        if best is None or v > best[0]:
+            best = (v, spec)
+    return best
