@@ -248,6 +248,7 @@ def test_sweep_confirms_and_resume_keeps_finished_rounds(remote_server, tmp_path
     assert s["gain_vs_baseline"]["ratio"] > 1.5 and s["gain_vs_baseline"]["significant"]
     assert s["recommended"]["candidate_id"] != "baseline"
     assert s["batch_sizes"][s["recommended"]["candidate_id"]]["mean_batch"] > 1.0
+    assert s["search"]["strategy"] == "smart" and all(x["reason"] for x in s["skipped"])
     # drop the last visit (as if killed during it), then resume: exactly that visit is measured again
     lines = (run / "results.jsonl").read_text().splitlines()
     last = max(i for i, ln in enumerate(lines) if '"type":"confirm_point"' in ln)

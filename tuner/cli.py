@@ -193,7 +193,7 @@ def measure(
     result = measure_model(model, _run_dir(out, f"measure-{model}"), url=target, version=version,
                            concurrencies=levels, settings=settings, request_rates=rates, arrivals=arrivals,
                            metrics_url=metrics_url, traffic=traffic,
-                           inputs=cli_inputs.input_spec(data, shape, input_data, batch_size or 1))
+                           inputs=cli_inputs.input_spec(data, shape, input_data, batch_size))
     measure_table(result)
     if json_out is not None:
         write_atomic(json_out, json.dumps(summary_json(result), indent=2) + "\n")

@@ -2,7 +2,7 @@
 
 Option parsing for what requests carry (`--input-data`, `--shape`,
 `--batch-size`) and how they are timed (`--request-rate` lists and
-START:END:STEP ranges, `--ramp`, `--request-intervals`), and the `init` and
+FROM:TO:STEP ranges, `--ramp`, `--request-intervals`), and the `init` and
 `export` commands. Library errors pass through to `cli.cli_errors`.
 """
 
@@ -20,20 +20,21 @@ SHAPE_HELP = ("shape of an input, NAME=D1,D2; repeat a NAME with @WEIGHT for a w
               "e.g. --shape INPUT0=128@2 --shape INPUT0=256@1")
 
 REQUEST_RATE = typer.Option(None, help="open-loop request rates (requests/s): 100,400 (one point each), or "
-                                       "START:END:STEP, a step schedule: each rate held for one window")
-RAMP = typer.Option(False, "--ramp", help="with --request-rate START:END:STEP: raise the rate linearly instead")
+                                       "FROM:TO:STEP, a step schedule: each rate held for one window")
+RAMP = typer.Option(False, "--ramp", help="with --request-rate FROM:TO:STEP: raise the rate linearly instead")
 REQUEST_INTERVALS = typer.Option(None, help="replay a file of intervals between sends (microseconds, one a "
                                             "line), looped")
 
 
-def input_spec(data: str, shape: list[str], input_data: Optional[Path], batch_size: int):
-    """`--data`, `--shape`, `--input-data`, `--batch-size` as an InputSpec."""
+def input_spec(data: str, shape: list[str], input_data: Optional[Path], batch_size: Optional[int]):
+    """`--data`, `--shape`, `--input-data`, `--batch-size` (None: 1) as an InputSpec."""
     from tuner.load.inputs import InputSpec, parse_shape_option
 
     try:
         shapes = parse_shape_option(shape)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
+    batch_size = 1 if batch_size is None else batch_size
     if batch_size < 1:
         raise typer.BadParameter("--batch-size takes a count >= 1")
     if input_data is not None and not input_data.exists():
@@ -51,7 +52,7 @@ def rates_and_traffic(request_rate: Optional[str], request_intervals: Optional[P
         return [], read_intervals(request_intervals)
     if request_rate is None:
         if ramp:
-            raise typer.BadParameter("--ramp needs --request-rate START:END:STEP")
+            raise typer.BadParameter("--ramp needs --request-rate FROM:TO:STEP")
         return [], None
     try:
         steps = parse_rate_range(request_rate)
@@ -60,12 +61,12 @@ def rates_and_traffic(request_rate: Optional[str], request_intervals: Optional[P
     if steps is not None:
         return [], Traffic("ramp" if ramp else "step", rates=steps)
     if ramp:
-        raise typer.BadParameter("--ramp needs --request-rate START:END:STEP")
+        raise typer.BadParameter("--ramp needs --request-rate FROM:TO:STEP")
     try:
         values = [float(x) for x in request_rate.split(",") if x.strip()]
     except ValueError:
         raise typer.BadParameter("--request-rate takes comma-separated numbers (100,400) or "
-                                 "START:END:STEP (100:1000:100)") from None
+                                 "FROM:TO:STEP (100:1000:100)") from None
     if not values or any(not v > 0 for v in values):
         raise typer.BadParameter("--request-rate needs rates > 0")
     return values, None

@@ -31,7 +31,7 @@ from tuner.load.telemetry import default_metrics_url
 from tuner.results.records import ConfirmPlan, ConfirmPoint, Measurement
 from tuner.results.store import load_results
 from tuner.search import confirm as stats
-from tuner.search.base import BASELINE, load_cap
+from tuner.search.base import BASELINE
 from tuner.search.recommend import recommend
 
 CONFIRM_WINDOWS = 2  # windows per visit: the spread between visits, not within one, limits the interval
@@ -50,7 +50,7 @@ class ConfirmPhase:
     def _plan(self, results) -> ConfirmPlan | None:
         if results.confirm_plan is not None:
             return results.confirm_plan
-        rec = recommend(results, self.p.constraints, self.p.goal, load_cap(self.p.search.concurrency))
+        rec = recommend(results, self.p.constraints, self.p.goal)
         slots = stats.plan(rec, {cid: r.spec for cid, r in results.candidates.items()})
         if len(slots) < 2:
             return None  # nothing to compare the winner with

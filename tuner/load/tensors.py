@@ -26,6 +26,8 @@ DTYPES: dict[int, tuple[str, int]] = {
     mc.TYPE_STRING: ("BYTES", 0),
 }
 
+DTYPES_BY_WIRE = {wire: size for wire, size in DTYPES.values()}
+
 NUMPY = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
     "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
@@ -108,9 +110,6 @@ def _count(t: RawTensor, wire: str, where: str) -> int:
     if len(t.raw) % size:
         raise LoadError(f"{where}: {len(t.raw)} bytes is not a whole number of {wire} elements ({size} bytes each)")
     return len(t.raw) // size
-
-
-DTYPES_BY_WIRE = {wire: size for wire, size in DTYPES.values()}
 
 
 def from_data(t: RawTensor, wire: str, shape: tuple[int, ...], where: str) -> bytes:

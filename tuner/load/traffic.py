@@ -7,12 +7,12 @@ Formats:
   the next (the first send comes one interval after the start); blank lines
   and `#` comments are skipped. The intervals are replayed in a loop for as
   long as the point runs.
-- rate range (`--request-rate START:END:STEP`, e.g. `100:1000:100`): the
-  rates START, START+STEP, ..., END. A step schedule holds each rate for one
-  measurement window (after a warm-up at START), with no pause between
+- rate range (`--request-rate FROM:TO:STEP`, e.g. `100:1000:100`): the
+  rates FROM, FROM+STEP, ..., TO. A step schedule holds each rate for one
+  measurement window (after a warm-up at FROM), with no pause between
   steps, so a backlog carries over as it would in production; a ramp
-  (`--ramp`) raises the rate linearly from START at the first window's start
-  to END at the last one's end. Each window is one load point.
+  (`--ramp`) raises the rate linearly from FROM at the first window's start
+  to TO at the last one's end. Each window is one load point.
 
 Within a step or ramp, sends are evenly spaced (constant) or Poisson. Every
 schedule here is one global sequence of send times; with several load
@@ -86,7 +86,7 @@ def read_intervals(path: Path | str) -> Traffic:
 
 
 def parse_rate_range(text: str) -> tuple[float, ...] | None:
-    """`START:END:STEP` -> the rates; None when `text` is not a range (a plain list of rates)."""
+    """`FROM:TO:STEP` -> the rates; None when `text` is not a range (a plain list of rates)."""
     if ":" not in text:
         return None
     parts = text.split(":")
@@ -95,7 +95,7 @@ def parse_rate_range(text: str) -> tuple[float, ...] | None:
     except ValueError:
         start = None
     if start is None or not (start > 0 and end >= start and step > 0):
-        raise ValueError(f"--request-rate takes START:END:STEP with 0 < START <= END and STEP > 0, "
+        raise ValueError(f"--request-rate takes FROM:TO:STEP with 0 < FROM <= TO and STEP > 0, "
                          f"e.g. 100:1000:100; got {text!r}")
     count = int(math.floor((end - start) / step + 1e-9)) + 1
     if count > MAX_STEPS:

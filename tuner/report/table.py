@@ -104,7 +104,7 @@ def shape_table(result, console: Console) -> None:
 def _console() -> Console:
     c = Console()
     # Piped output (CI logs) gets rich's 80 columns, which truncates numbers.
-    return c if c.is_terminal else Console(width=140)
+    return c if c.is_terminal else Console(width=200)
 
 
 def sweep_summary(summary: dict, run_dir, console: Console | None = None) -> None:

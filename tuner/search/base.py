@@ -9,6 +9,14 @@ Steps:
     Step("measure", cid, spec, concurrency)   measure this candidate at this load
     Step("end", cid, reason=...)              the candidate is done (budget, plateau, ...)
     Step("skip", cid, spec, reason=...)       not measured at all, with the reason
+
+A step's spec need not be one the profile listed: a strategy may create candidates (smart
+search refines max_batch_size); the sweep applies and records whatever spec a step carries,
+under its usual `CandidateSpec.candidate_id`, so a resumed sweep finds them again.
+
+The load cap (`load_cap`): smart search follows a budget that has not bound at the
+profile's highest level up to LOAD_CAP times it, so "the highest level measured" is never
+why it stopped unless the cap itself was reached (grid stays on the listed levels).
 """
 
 from __future__ import annotations

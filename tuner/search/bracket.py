@@ -7,7 +7,9 @@ meets it. Rather than stepping through listed levels, the search keeps two brack
 is not), and may pick any integer load in the profile's range:
 
   * nothing within yet: step down from the lowest point along its latency elasticity
-    (d log latency / d log load from the nearest measured neighbour) to 95% of the budget;
+    (d log latency / d log load from the nearest measured neighbour) to 95% of the budget,
+    unless two points 1.5x apart in load are over it by about as much: then the latency is
+    set by what a batch costs, not by the load, and less load will not meet the budget;
   * no bracket above: climb from `lo` along its elasticity to the budget, unless
     throughput has plateaued near saturation;
   * bracketed: interpolate log latency vs log load to 98% of the budget (or `lo`'s own
@@ -37,6 +39,7 @@ from tuner.results.records import Measurement
 from tuner.search.recommend import Constraints, OperatingPoint, meets
 
 Level = tuple[int | None, str]  # (the next load level, or None and why the candidate is done)
+FLAT_SPAN, FLAT_RATIO = 1.5, 1.1  # latency within 10% over 1.5x the load: it does not follow the load
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,9 @@ class LoadSearch:
         if low.concurrency <= self.cmin:
             return None, (f"budget: {self.c.latency_percentile} {low.latency_ms:.2f} ms > {budget_ms:g} ms "
                           f"at the lowest load ({low.concurrency})")
+        flat = self._flat_latency(pts, low)
+        if flat is not None:
+            return None, flat
         if low.latency_ms <= budget_ms:  # errors or memory, not latency: halve the load
             target = low.concurrency / 2.0
         else:
@@ -203,6 +209,20 @@ class LoadSearch:
         nxt = self.free(min(low.concurrency - 1, max(self.cmin, math.floor(target))), every, self.cmin - 1,
                         low.concurrency)
         return (nxt, "") if nxt is not None else (None, "budget")
+
+    def _flat_latency(self, pts: list[LoadPoint], low: LoadPoint) -> str | None:
+        """Over the budget at two loads FLAT_SPAN apart with the percentile hardly lower at the lower
+        one: latency is set by the batches' cost, not by the load, so less load will not meet it."""
+        if low.latency_ms <= self.c.latency_budget_ms:
+            return None
+        above = [p for p in pts if p.ok and p.concurrency >= FLAT_SPAN * low.concurrency
+                 and p.latency_ms > self.c.latency_budget_ms]
+        far = min(above, key=lambda p: p.concurrency, default=None)
+        if far is None or far.latency_ms > FLAT_RATIO * low.latency_ms:
+            return None
+        pct = self.c.latency_percentile
+        return (f"budget: {pct} {low.latency_ms:.2f} ms at concurrency {low.concurrency}, {far.latency_ms:.2f} ms at "
+                f"{far.concurrency}: latency does not fall with load, so less load will not meet the budget")
 
     def _climb(self, pts: list[LoadPoint], every: list[LoadPoint], inside: list[LoadPoint], lo: LoadPoint,
                ceiling_infer_per_s: float | None) -> Level:

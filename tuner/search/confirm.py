@@ -7,9 +7,8 @@ again, each at its own at-budget load (the load of its best point in the search)
 interleaved: round r visits A, B, C in turn, then round r + 1 does it again. Whatever
 drifts on the host in the meantime touches every config alike.
 
-Which configs (`plan`): the winner; among the candidates whose best point is within
-NOISE of it, the strongest rival (the next best) and the simplest (see `simplicity`), at
-most MAX_RIVALS in all; and the baseline.
+Which configs (`plan`): the winner; every candidate whose best point is within NOISE of
+it (at most MAX_RIVALS: the next best, the simplest, then by value); and the baseline.
 
 How rounds become intervals (`analyse`). For config c, visit r gives throughput x_cr
 (requests completed / window time). The noise model: x_cr = mu_c * (1 + e_cr), the e_cr
@@ -63,12 +62,12 @@ import numpy as np
 
 from tuner.config import CandidateSpec
 from tuner.results.records import ConfirmPoint
-from tuner.search.recommend import Constraints, OperatingPoint, Recommendation
+from tuner.search.recommend import Constraints, OperatingPoint, Recommendation, objective_key, objective_value
 
 BASELINE = "baseline"
 METHOD = "interleaved rounds; pooled relative spread, t interval; percentile by visit bootstrap"
 NOISE = 0.05        # a rival within this share of the winner's throughput is confirmed with it
-MAX_RIVALS = 2      # rivals confirmed besides the winner (and the baseline)
+MAX_RIVALS = 4      # rivals confirmed besides the winner (and the baseline): a bound on the phase's time
 SIGMA_FLOOR = 0.005  # no host measures throughput closer than this
 BOOTSTRAP = 400
 CONFIDENCE = 0.95
@@ -102,19 +101,24 @@ class Slot:
 
 
 def plan(rec: Recommendation, specs: dict[str, CandidateSpec]) -> list[Slot]:
-    """The winner, its rivals within NOISE (the next best and the simplest) and the baseline."""
+    """The winner, its rivals within NOISE of its objective (the next best and the simplest),
+    each at its best point, and the baseline."""
     if rec.best is None:
         return []
+    pct = rec.constraints.latency_percentile
+    key = objective_key(rec.goal, pct)
     best_of: dict[str, OperatingPoint] = {}
     for p in rec.feasible:
-        if p.candidate_id != BASELINE and (p.candidate_id not in best_of or
-                                           p.throughput_infer_per_s > best_of[p.candidate_id].throughput_infer_per_s):
+        if p.candidate_id != BASELINE and (p.candidate_id not in best_of or key(p) > key(best_of[p.candidate_id])):
             best_of[p.candidate_id] = p
     win = rec.best
+    have = objective_value(rec.goal, win, pct)
+    low = rec.goal == "min_latency"
     near = [p for cid, p in best_of.items() if cid != win.candidate_id
-            and p.throughput_infer_per_s >= (1 - NOISE) * win.throughput_infer_per_s]
+            and (objective_value(rec.goal, p, pct) <= (1 + NOISE) * have if low
+                 else objective_value(rec.goal, p, pct) >= (1 - NOISE) * have)]
     rivals: list[OperatingPoint] = []
-    by_value = sorted(near, key=lambda p: (-p.throughput_infer_per_s, p.candidate_id))
+    by_value = sorted(near, key=lambda p: (tuple(-x for x in key(p)), p.candidate_id))
     by_simple = sorted(near, key=lambda p: simplicity(specs.get(p.candidate_id)))
     for p in (by_value[:1] + by_simple[:1] + by_value[1:]):
         if len(rivals) < MAX_RIVALS and p not in rivals:
@@ -308,8 +312,9 @@ def _gain(chosen: ConfirmedConfig, base: ConfirmedConfig | None, configs: list[C
     if base is None or base.throughput.mean <= 0:
         return None
     tuned = chosen
-    if keep:
+    if keep:  # the best tuned config, within the budget where any is
         others = [x for x in configs if x.candidate_id != BASELINE]
+        others = [x for x in others if x.budget != "over"] or others
         if not others:
             return None
         tuned = max(others, key=lambda x: (x.throughput.mean, x.candidate_id))
@@ -344,7 +349,8 @@ def final(results, profile, cap: int | None = None) -> tuple[Recommendation, Con
     from tuner.search.recommend import recommend
 
     c, goal = profile.constraints, profile.goal
-    cap = cap if cap is not None else load_cap(profile.search.concurrency)
+    if cap is None and profile.search.strategy == "smart":  # grid stays on the listed levels: no cap to name
+        cap = load_cap(profile.search.concurrency)
     rec = recommend(results, c, goal, cap)
     specs = {cid: r.spec for cid, r in results.candidates.items()}
     if not results.confirmation:

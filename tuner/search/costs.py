@@ -11,9 +11,11 @@ compute_infer time (`ServerDelta.batch_compute_infer`). `CostTable` keeps them p
   * else from every candidate with the same instance count; else the nearest lower
     instance count (instances sharing a device only get slower, so the estimate stays
     optimistic until the candidate's own count is seen);
-  * between observed sizes linearly; beyond the largest along the slope of the largest
-    observed sizes (a cost that steepens, a knee, shows there); below the smallest, along
-    the whole curve's slope (never below a cost in proportion to the batch).
+  * between observed sizes: the lower of the chord and the lines of the neighbouring
+    segments (a knee between two observed sizes could sit anywhere between them: this is
+    the cheapest it can be); beyond the largest along the slope of the largest observed
+    sizes (a cost that steepens shows there); below the smallest, along the whole curve's
+    slope (never below a cost in proportion to the batch).
 
 The costs are read per batch size: a candidate's cost is assumed to depend on the batch
 it runs, not on its max_batch_size. A measured group whose cost stays flat from small to
@@ -111,9 +113,17 @@ class Curve:
             # along the whole curve's slope, never below a cost in proportion to the batch
             b0, y0 = pts[0]
             return max(y0 - self.low_slope * (b0 - b), y0 * b / b0, 1e-3)
-        for (b0, y0), (b1, y1) in zip(pts, pts[1:]):
+        for i, ((b0, y0), (b1, y1)) in enumerate(zip(pts, pts[1:])):
             if b0 <= b <= b1:
-                return y0 + (y1 - y0) * (b - b0) / (b1 - b0)
+                chord = y0 + (y1 - y0) * (b - b0) / (b1 - b0)
+                if i == 0 or i + 2 >= len(pts):
+                    return chord
+                # a cost that bends between two observed sizes (a knee) bends somewhere unseen: the
+                # neighbouring segments' lines bound it from below, the chord from above
+                (ba, ya), (bc, yc) = pts[i - 1], pts[i + 2]
+                left = y0 + (y0 - ya) / (b0 - ba) * (b - b0)
+                right = y1 - (yc - y1) / (bc - b1) * (b1 - b)
+                return max(min(chord, max(left, right)), 1e-3)
         return pts[-1][1]  # pragma: no cover - b is within the sizes
 
 

@@ -2,15 +2,15 @@
 
 Each candidate starts at the lowest listed concurrency and steps up the list in order
 until its throughput stops growing by more than plateau_pct, its latency breaks the
-budget or it fails (`climb_stop_reason`). When the list runs out first, the climb goes on
-by doubling up to the load cap (`base.load_cap`: LOAD_CAP x the highest listed level), so
-a budget that had not bound yet is followed. Nothing is skipped, so its answer is the
-best those levels can show, at the price of measuring everything.
+budget, it fails, or the list runs out (`climb_stop_reason`). Nothing is skipped, so its
+answer is the best the listed levels can show, at the price of measuring everything. It
+stays on the listed levels (it is the reference for what a list shows); the smart search
+follows a budget that has not bound beyond them, up to the load cap.
 """
 
 from __future__ import annotations
 
-from tuner.search.base import Step, Strategy, climb_stop_reason, load_cap
+from tuner.search.base import Step, Strategy, climb_stop_reason
 
 
 class GridStrategy(Strategy):
@@ -18,14 +18,6 @@ class GridStrategy(Strategy):
     throughput stops growing or the latency budget breaks (the reference)."""
 
     name = "grid"
-
-    def levels(self) -> list[int]:
-        """The listed levels, then doubling beyond the highest up to the load cap."""
-        listed = sorted(self.profile.search.concurrency)
-        out, cap = list(listed), load_cap(listed)
-        while out[-1] < cap:
-            out.append(min(cap, out[-1] * 2))
-        return out
 
     def next_step(self) -> Step | None:
         p = self.profile
@@ -41,8 +33,8 @@ class GridStrategy(Strategy):
                 if reason is not None:
                     return self._end(cid, reason)
             done = {m.concurrency for m in pts}
-            todo = [level for level in self.levels() if level not in done]
+            todo = [level for level in p.search.concurrency if level not in done]
             if not todo:
-                return self._end(cid, "max_load: the load cap meets the budget")
+                return self._end(cid, "max_load")
             return Step("measure", cid, spec, todo[0])
         return None

@@ -7,11 +7,15 @@ Before (`cannot_beat_any`), a candidate is skipped, with the reason, when
   * the model (`model.py`) predicts that no load from the lowest level to the load cap
     meets the budget (min_latency: reaches the required throughput), the model's margin
     given in its favour;
-  * the model's prediction at the budget, raised by the margin, cannot beat the incumbent.
+  * the model's prediction at the budget, raised by the margin, cannot beat the incumbent,
+    or, for a candidate simpler than the incumbent (`confirm.simplicity`), cannot even come
+    within NOISE of it: ties go to the simpler config, so a simpler one matters as long as it
+    can tie, and two runs agree only if both look at it.
 
 After a point (`hopeless`), measuring stops when
-  * a point over the budget (by latency alone) already serves less than the incumbent:
-    more load only adds throughput a lower load could not keep within the budget;
+  * a point over the budget (by latency alone) serves at most GAIN_TOL more than the
+    incumbent: its best load within the budget is lower and serves no more than that, so
+    it could at best tie (the confirmation phase settles ties);
   * the model, re-anchored on the candidate's own points near the budget (measured /
     predicted at those loads), predicts it cannot beat the incumbent, margin included.
 
@@ -24,6 +28,7 @@ from tuner.config import CandidateSpec
 from tuner.search.base import BASELINE
 from tuner.search.bracket import LoadPoint
 from tuner.search.ceiling import cannot_beat
+from tuner.search.confirm import NOISE, simplicity
 from tuner.search.model import Prediction
 from tuner.search.recommend import OperatingPoint
 
@@ -70,11 +75,20 @@ def cannot_beat_any(st, cid: str, inc: OperatingPoint | None) -> str | None:
         return _unreachable(st, spec)
     if inc is None:
         return None
-    have = st._value(inc)
+    have = _bar(st, spec, inc)
     opt = optimistic(st, spec, pred)
     if opt is not None and not st._better(opt, have) and opt != have:
         return _model_reason(st, spec, pred, inc)
     return None
+
+
+def _bar(st, spec: CandidateSpec, inc: OperatingPoint) -> float:
+    """What the candidate must reach to matter: the incumbent's value, or within NOISE of it for a
+    simpler candidate (it would win the tie)."""
+    have = st._value(inc)
+    if simplicity(spec) >= simplicity(st.specs.get(inc.candidate_id)):
+        return have
+    return have * (1 + NOISE) if st.goal == "min_latency" else have * (1 - NOISE)
 
 
 def _model_reason(st, spec: CandidateSpec, pred: Prediction, inc: OperatingPoint) -> str:
@@ -95,15 +109,16 @@ def hopeless(st, cid: str, pts: list[LoadPoint]) -> str | None:
     inc = st._incumbent()
     if inc is None or inc.candidate_id == cid:
         return None
-    have = st._value(inc)
     spec = st.specs[cid]
+    have = _bar(st, spec, inc)
+    tol = 1 + st.GAIN_TOL if have == st._value(inc) else 1 - st.GAIN_TOL  # a simpler one must not fall short
     per = spec.instance_count if st.goal == "max_throughput_per_instance" else 1
     over = [p for p in pts if p.other_ok and not p.within]
     if over:
         low = min(over, key=lambda p: p.concurrency)
-        if low.infer_per_s / per * (1 + 2 * st.GAIN_TOL) < have:
+        if low.infer_per_s / per <= have * tol:
             return (f"over the budget at concurrency {low.concurrency} with {low.infer_per_s:.0f} infer/s: "
-                    f"cannot beat the incumbent {inc.candidate_id} at {have:.0f}")
+                    f"cannot beat the incumbent {inc.candidate_id} at {have:.0f} by more than {st.GAIN_TOL:.0%}")
     model = st.model()
     pred = model.at_budget(spec) if model.ok else None
     near = [p for p in pts if p.ok and p.latency_ms <= ANCHOR_SPAN * st.c.latency_budget_ms]

@@ -5,12 +5,13 @@ between two of them (a cost that jumps above a batch size that is not listed) or
 the largest (a large fixed cost per execution keeps paying for bigger batches). Once
 every listed candidate is measured or skipped, `propose` takes the incumbent's queue
 delay, preferred-size rule and instance count and predicts, with the model (`model.py`,
-calibrated on what was measured), every max_batch_size not tried yet:
+calibrated on what was measured), max_batch_size values not tried yet, by bisection:
 
-  * every integer between the smallest and the largest value tried (where the best lies
-    depends on the batches the budget lets form, not only on the incumbent's neighbours);
-  * beyond the largest value tried, when the incumbent's is the largest: 1.25x, 1.5x and
-    2x it, up to MBS_CAP x the largest listed value;
+  * the midpoint of every two neighbouring values tried (16 and 32: 24), all of them, not
+    only the incumbent's neighbours: where the best lies depends on the batches the budget
+    lets form, and a cost knee can sit anywhere;
+  * beyond the largest value tried, when the incumbent's is the largest: 1.5x it, up to
+    MBS_CAP x the largest listed value;
   * never above the largest value that loaded when a larger one failed to load (an
     engine built for a maximum batch refuses more; where exactly it stops is not worth
     a search).
@@ -18,7 +19,9 @@ calibrated on what was measured), every max_batch_size not tried yet:
 The best prediction becomes a new candidate when it beats the incumbent's measured value
 by the gain the model can resolve (MIN_GAIN, or half its margin): the measurements,
 through the model, say the best lies there. Refined candidates go through the same search
-as listed ones, so the next proposal sees them measured.
+as listed ones, so the next proposal bisects around them. Midpoints, not the model's
+argmax over every integer, keep the values two runs try the same, so their results can
+be compared (and tied).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from tuner.search.recommend import OperatingPoint
 
 MBS_CAP = 4      # refinement stays within this many times the largest listed max_batch_size
 MIN_GAIN = 0.03  # a refined value must be predicted at least this much better than the incumbent
-COARSE = 12      # values predicted in a first pass; then every value near the best of them
 
 
 def _preferred_for(spec: CandidateSpec, mbs: int) -> tuple[int, ...]:
@@ -50,28 +52,20 @@ def _same_kind(a: CandidateSpec, b: CandidateSpec) -> bool:
 
 
 def candidates_between(w: CandidateSpec, tried: list[int], limit: int | None, listed_max: int) -> list[int]:
-    """max_batch_size values worth predicting around the incumbent's (see the module docstring)."""
+    """max_batch_size values worth predicting (see the module docstring): the midpoint of every
+    two neighbouring values tried, and 1.5x the largest when the incumbent's is the largest."""
     b = w.max_batch_size
-    out: list[int] = list(range(min(tried + [b]) + 1, max(tried + [b])))
-    if b >= max(tried + [b]):
-        cap = MBS_CAP * listed_max
-        out += sorted({min(cap, int(round(b * f))) for f in (1.25, 1.5, 2.0)} - {b})
+    values = sorted(set(tried) | {b})
+    out = {(lo + hi + 1) // 2 for lo, hi in zip(values, values[1:]) if hi - lo >= 2}
+    if b >= values[-1]:
+        out.add(min(MBS_CAP * listed_max, max(b + 1, (3 * b + 1) // 2)))
     if limit is not None:
-        out = [x for x in out if x <= limit]
-    return [x for x in out if x not in tried and x >= 1]
-
-
-def _coarse(values: list[int]) -> list[int]:
-    """At most COARSE of the values, evenly spread (the model is smooth enough between them)."""
-    if len(values) <= COARSE:
-        return values
-    step = (len(values) - 1) / (COARSE - 1)
-    return sorted({values[round(i * step)] for i in range(COARSE)})
+        out = {x for x in out if x <= limit}
+    return sorted(x for x in out if x not in tried and x >= 1)
 
 
 def propose(strategy, inc: OperatingPoint) -> tuple[CandidateSpec | None, str]:
-    """(a new candidate the model predicts better than the incumbent, why), or (None, "").
-    The values are predicted coarsely first, then every value near the best coarse one."""
+    """(a new candidate the model predicts better than the incumbent, why), or (None, "")."""
     w = strategy.specs.get(inc.candidate_id)
     if w is None or not w.dynamic_batching:
         return None, ""
@@ -82,13 +76,7 @@ def propose(strategy, inc: OperatingPoint) -> tuple[CandidateSpec | None, str]:
     loaded = [s.max_batch_size for cid, s in strategy.specs.items() if strategy.points.get(cid)
               and cid not in strategy.failed and s.dynamic_batching]
     limit = max([b for b in loaded if not failed or b < min(failed)], default=None) if failed else None
-    values = candidates_between(w, tried, limit, max(strategy.listed_mbs))
-    coarse = _coarse(values)
-    best = _best(strategy, w, coarse)
-    if best is not None and len(coarse) < len(values):
-        gap = max(1, (values[-1] - values[0]) // max(1, len(coarse) - 1))
-        near = [x for x in values if abs(x - best[1].max_batch_size) <= gap and x not in coarse]
-        best = max((b for b in (best, _best(strategy, w, near)) if b is not None), key=lambda vb: vb[0])
+    best = _best(strategy, w, candidates_between(w, tried, limit, max(strategy.listed_mbs)))
     have = strategy._value(inc)
     if best is None or best[0] < have * (1 + max(MIN_GAIN, strategy.model().margin / 2)):
         return None, ""

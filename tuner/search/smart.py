@@ -18,8 +18,9 @@
    own points, may show that it cannot beat the incumbent: it stops there.
 4. When everything listed is done, max_batch_size is refined (`refine.py`): between the
    incumbent's listed neighbours, and beyond the largest listed value when the incumbent
-   is the largest, a value the model predicts better than the incumbent is added as a new
-   candidate (same queue delay, preferred-size rule and instances) and measured; refining
+   is the largest, a value the model predicts better than the incumbent is added as listed
+   values are (every queue delay and preferred-size rule, the incumbent's instances), the
+   predicted one measured first, the others judged like any candidate; refining
    stops once a refined candidate does not become the incumbent (the model's suggestion
    failed: it is no guide there) or after MAX_REFINED.
 5. The winner's load at the budget is bracketed more finely (POLISH_TOL, at most
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import math
 
-from tuner.config import CandidateSpec
+from tuner.config import CandidateSpec, expand_specs
 from tuner.results.records import Measurement
 from tuner.search.base import BASELINE, Step, Strategy, load_cap
 from tuner.search.bracket import Level, LoadPoint, LoadSearch, read_point
@@ -72,7 +73,7 @@ class SmartStrategy(Strategy):
         self.specs = dict(candidates)
         self.order = [cid for cid, _ in candidates]
         self.listed_mbs = sorted({s.max_batch_size for cid, s in candidates if cid != BASELINE})
-        self.refined: list[str] = []  # candidates added by refining max_batch_size
+        self.refined: list[set[str]] = []  # candidates added by refining max_batch_size, one set per value
         self.current: str | None = None
         self.guess: dict[str, int] = {}
         self.skipped: dict[str, str] = {}
@@ -222,20 +223,27 @@ class SmartStrategy(Strategy):
                 - len(spec.preferred_batch_size) * 1e-12, -self.order.index(cid))
 
     def _refinement(self, inc: OperatingPoint | None) -> Step | None:
+        """A new max_batch_size (`refine.propose`), added as a listed one would be: with every
+        listed queue delay and preferred-size rule (at the incumbent's instances), the proposed
+        one measured first, the others judged like any candidate."""
         if inc is None or len(self.refined) >= self.MAX_REFINED or self.goal == "min_latency":
             return None
-        if self.refined and inc.candidate_id != self.refined[-1]:
+        if self.refined and inc.candidate_id not in self.refined[-1]:
             return None  # the model's last suggestion did not beat the incumbent: it is no guide here
         spec, _why = propose(self, inc)
         if spec is None:
             return None
-        cid = spec.candidate_id
-        self.specs[cid] = spec
-        self.order.append(cid)
-        self.points.setdefault(cid, [])
-        self.refined.append(cid)
-        self.candidates.append((cid, spec))
-        return self._start(cid, self._guess(spec))
+        sp = self.profile.search
+        group = [spec] + [s for s in expand_specs([spec.max_batch_size], list(sp.max_queue_delay_us),
+                                                  [spec.instance_count], sp.preferred_batch_size)
+                          if s.candidate_id not in self.specs and s != spec]
+        for s in group:
+            self.specs[s.candidate_id] = s
+            self.order.append(s.candidate_id)
+            self.points.setdefault(s.candidate_id, [])
+            self.candidates.append((s.candidate_id, s))
+        self.refined.append({s.candidate_id for s in group})
+        return self._start(spec.candidate_id, self._guess(spec))
 
     def _polish_step(self, inc: OperatingPoint | None) -> Step | None:
         """One more point of the winner between its brackets while they leave more than POLISH_TOL

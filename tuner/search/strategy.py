@@ -1,7 +1,6 @@
 """Search strategies: which (candidate, load level) to measure next; the registry.
 
-Strategies: "grid" (every candidate, climbed through the listed load levels, then on
-to the load cap) and "smart" (every candidate predicted from the server's statistics by a
+Strategies: "grid" (every candidate, climbed through the listed load levels) and "smart" (every candidate predicted from the server's statistics by a
 simulation of the batcher, the most promising measured first, each one's load level at
 the budget bracketed, what cannot win skipped with the reason, max_batch_size refined
 between and beyond the listed values).
