@@ -86,6 +86,17 @@ def surface_repository(work: Path, surface) -> Path:
     return repo
 
 
+def _ready(url: str, timeout_s: float = 60.0) -> None:
+    """The shared server may take a moment after the previous sweep put its model back."""
+    from tuner.server.control import ServerControl
+
+    ctl = ServerControl(url)
+    try:
+        ctl.wait_ready(timeout_s)
+    finally:
+        ctl.close()
+
+
 def run_one(strategy: str, work: Path, surface, url: str, reuse: Path | None = None) -> dict:
     """One sweep; with `reuse` (a kept run folder of this strategy and surface), its stored
     result instead: a development aid only, the reported runs measure both."""
@@ -98,6 +109,7 @@ def run_one(strategy: str, work: Path, surface, url: str, reuse: Path | None = N
                                    budget_ms=surface.budget_ms), encoding="utf-8")
     profile = load_profile(str(path))
     run_dir = work / f"run-{strategy}"
+    _ready(url)
     t0 = time.monotonic()
     if reuse is not None and (reuse / "summary.json").exists():
         shutil.copytree(reuse, run_dir)
@@ -127,6 +139,7 @@ async def _side_by_side(url: str, picks: list[tuple[str, object, int]], rounds: 
     from tuner.load.spec import LoadSettings
     from tuner.server.control import ServerControl
 
+    _ready(url)
     ctl = ServerControl(url)
     settings = LoadSettings(warmup_s=0.5, window_s=0.5, min_windows=3, max_windows=3)
     out: list[list[float]] = [[] for _ in picks]

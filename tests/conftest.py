@@ -38,8 +38,9 @@ def remote_control(remote_server):
 def write_profile(path: Path, *, model: str = "synthetic", url: str | None = None, config: str | None = None,
                   max_batch_size=(4, 16), queue_delay_us=(0,), instances=(1,), concurrency=(1, 8),
                   budget_ms: float = 50.0, window_s: float = 0.4, extra_model: str = "",
-                  preferred: str = "none", strategy: str | None = None) -> Path:
-    """A small, fast profile for tests."""
+                  preferred: str = "none", strategy: str | None = None, confirm: bool = False) -> Path:
+    """A small, fast profile for tests. No confirmation phase unless asked: the tests that
+    are about it ask, and it would only lengthen the others."""
     lines = ["[model]", f'name = "{model}"']
     if url:
         lines.append(f'url = "{url}"')
@@ -55,6 +56,7 @@ def write_profile(path: Path, *, model: str = "synthetic", url: str | None = Non
         f"instance_count = {list(instances)}",
         f"concurrency = {list(concurrency)}",
         *([f'strategy = "{strategy}"'] if strategy else []),
+        f"confirm = {'true' if confirm else 'false'}",
         "[constraints]",
         'latency_percentile = "p99"',
         f"latency_budget_ms = {budget_ms}",
@@ -124,3 +126,18 @@ def _no_stub_left_behind(request):
         except OSError:
             pass
     assert not left, f"triton_python_backend_stub processes left running: {left}"
+
+
+@pytest.fixture(scope="session")
+def remote_accumulator(remote_server):
+    """The remote server with the bundled stateful `accumulator` model in its repository (tests load it)."""
+    prepare_repository(remote_server.model_repository, ["accumulator"])
+    return remote_server
+
+
+@pytest.fixture(scope="session")
+def remote_joint(remote_server):
+    """The remote server with the bundled ensemble (`pipeline` and its steps) and the BLS model
+    (`bls`, `bls_model`) in its repository (tests load them)."""
+    prepare_repository(remote_server.model_repository, ["pipeline", "bls", "bls_model"])
+    return remote_server

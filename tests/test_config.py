@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tuner import config as cfgmod
 from tuner.cli import app
-from tuner.config import (CandidateSpec, ModelConfig, check_tunable, config_from_json, config_to_json,
+from tuner.config import (CandidateSpec, ModelConfig, check_kind, check_tunable, config_from_json, config_to_json,
                           copy_config, diff_configs, format_config, make_candidate, parse_config, read_config,
                           validate_spec)
 from tuner.errors import ConfigError
@@ -34,7 +34,6 @@ TUNABLE = [
 ]
 UNBATCHED = "torchscript_unbatched"
 REFUSED = {
-    "sequence_model": r"sequence_batching",
     "ensemble": r"ensemble.*composing model",
 }
 
@@ -291,9 +290,13 @@ def test_untunable_models_are_refused_with_the_reason(name, why):
             make_candidate(original, SPECS[1], first_dim_is_batch=first_dim_is_batch)
 
 
-def test_check_tunable_names_where():
-    with pytest.raises(ConfigError, match=r"^models/x/config\.pbtxt: uses sequence_batching"):
-        check_tunable(load("sequence_model"), where="models/x/config.pbtxt")
+def test_sequence_model_refuses_dynamic_batching_candidates():
+    # a stateful model is tuned through the sequence batcher (tests/test_sequence.py), never the dynamic one
+    check_tunable(load("sequence_model"))
+    with pytest.raises(ConfigError, match=r"^models/x/config\.pbtxt: uses sequence_batching.*\[search\.sequence\]"):
+        check_kind(load("sequence_model"), False, "models/x/config.pbtxt")
+    with pytest.raises(ConfigError, match=r"uses sequence_batching"):
+        make_candidate(load("sequence_model"), SPECS[1])
 
 
 # --------------------------------------------------------- invalid specs ---

@@ -14,7 +14,7 @@ from tuner.report.outputs import finalize_run, report_run
 from tuner.results.records import SCHEMA, CandidateRecord, ConfirmPlan, ConfirmPoint, Measurement
 from tuner.results.stats import ServerDelta, WindowSample
 from tuner.results.store import RunResults, append_record, load_results
-from tuner.search.confirm import Slot, analyse, plan, simplicity, t975
+from tuner.search.confirm import Slot, analyse, plan, rounds_for, simplicity, t975
 from tuner.search.recommend import Constraints, recommend
 from tuner.search.surfaces import SURFACES, Surface
 from tuner.server.install import BUNDLED_MODELS_DIR
@@ -66,6 +66,11 @@ def slots(*ids: str) -> list[Slot]:
 
 
 # ------------------------------------------------------------ the statistics (pure)
+
+def test_rounds_shrink_when_many_configs_are_confirmed():
+    assert [rounds_for(n, 4) for n in (2, 3, 4, 5, 6)] == [4, 4, 4, 3, 3]
+    assert rounds_for(3, 2) == 2  # the profile's own count is the most
+
 
 def test_t_quantile():
     assert t975(1) == pytest.approx(12.706) and t975(9) == pytest.approx(2.262)
@@ -125,6 +130,17 @@ def test_a_config_clearly_over_the_budget_cannot_win():
     edge += [visit(a, r, 1500.0, 49.0) for r in range(4, 6)] + [visit(b, r, 1000.0, 45.0) for r in range(4, 6)]
     conf = analyse(edge, slots(a, b), SPECS, C)
     assert conf.config(a).budget in ("met", "edge") and conf.recommended == a
+
+
+def test_keeping_the_current_config_says_why():
+    a = "mbs16-qd0-pbsauto-i1"
+    # the only tuned config went over the budget when measured again: not "within noise"
+    over = analyse(rounds({a: 1500.0, "baseline": 1000.0}, 4, 0.02, p99={a: 80.0}), slots(a, "baseline"), SPECS, C)
+    assert over.keep_current and over.recommended == "baseline" and not over.tied_with
+    assert "went over the p99 budget" in over.reason and "within noise" not in over.reason
+    # clearly slower than the baseline: no candidate beat it
+    slow = analyse(rounds({a: 700.0, "baseline": 1000.0}, 4, 0.02), slots(a, "baseline"), SPECS, C)
+    assert slow.keep_current and "no candidate beat it" in slow.reason and slow.gain.ratio < 1.0
 
 
 def test_intervals_hold_their_coverage():
@@ -236,7 +252,8 @@ def test_sweep_confirms_and_resume_keeps_finished_rounds(remote_server, tmp_path
 
     path = write_profile(tmp_path / "p.toml", url=remote_server.url, max_batch_size=(4, 16), queue_delay_us=(0,),
                          concurrency=(1, 8), budget_ms=50.0, window_s=0.3)
-    path.write_text(path.read_text().replace("[constraints]", "confirm_rounds = 3\n[constraints]"))
+    text = "\n".join(ln for ln in path.read_text().splitlines() if not ln.startswith("confirm"))
+    path.write_text(text.replace("[constraints]", "confirm = true\nconfirm_rounds = 3\n[constraints]") + "\n")
     run = tmp_path / "run"
     outcome = run_sweep(load_profile(str(path)), run)
     s = outcome.summary

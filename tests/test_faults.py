@@ -89,7 +89,8 @@ def test_remote_server_gone_mid_sweep_then_resume(tmp_path):
     run = tmp_path / "run"
     try:
         ServerControl(srv.url).load("synthetic")
-        profile = write_profile(tmp_path / "p.toml", url=srv.url, max_batch_size=(4, 16), concurrency=(1, 4))
+        profile = write_profile(tmp_path / "p.toml", url=srv.url, max_batch_size=(4, 16), concurrency=(1, 4),
+                                strategy="grid")  # no refined candidates: the set after resume is known
         proc = subprocess.Popen(TUNER + ["sweep", str(profile), "--out", str(run)], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
         deadline = time.monotonic() + 120

@@ -91,7 +91,8 @@ def _wait_for_points(results: Path, n: int, proc: subprocess.Popen, timeout_s: f
 
 @pytest.mark.triton
 def test_killed_sweep_resumes_without_remeasuring(tmp_path):
-    profile = write_profile(tmp_path / "p.toml", max_batch_size=(4, 16), concurrency=(1, 4))
+    # grid: every listed candidate, none refined, so the set after resume is known
+    profile = write_profile(tmp_path / "p.toml", max_batch_size=(4, 16), concurrency=(1, 4), strategy="grid")
     run = tmp_path / "run"
     proc = subprocess.Popen(TUNER + ["sweep", str(profile), "--out", str(run)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
@@ -215,7 +216,8 @@ def test_original_config_back_after_a_completed_remote_sweep(remote_server, remo
     remote_control.load("synthetic")
     original = format_config(remote_control.model_config("synthetic"))
     prof = load_profile(str(write_profile(tmp_path / "p.toml", url=remote_server.url, max_batch_size=(4,),
-                                          queue_delay_us=(500,), instances=(2,), concurrency=(2,))))
+                                          queue_delay_us=(500,), instances=(2,), concurrency=(2,),
+                                          strategy="grid")))
     outcome = run_sweep(prof, tmp_path / "run")
     assert outcome.candidates_measured == 1
     assert format_config(remote_control.model_config("synthetic")) == original

@@ -161,6 +161,7 @@ def measure(
     data: str = typer.Option("random", help="generated input data: random or zeros"),
     input_data: Optional[Path] = INPUT_DATA,
     batch_size: Optional[int] = BATCH_SIZE,
+    sequence_length: Optional[int] = typer.Option(None, "--sequence-length", help=cli_inputs.SEQUENCE_LENGTH_HELP),
     window_s: float = typer.Option(2.0, help="measurement window length, seconds"),
     warmup_s: float = typer.Option(1.0, help="warm-up before the first window, seconds"),
     max_windows: int = typer.Option(8, help="windows before a point is flagged unstable"),
@@ -193,7 +194,7 @@ def measure(
     result = measure_model(model, _run_dir(out, f"measure-{model}"), url=target, version=version,
                            concurrencies=levels, settings=settings, request_rates=rates, arrivals=arrivals,
                            metrics_url=metrics_url, traffic=traffic,
-                           inputs=cli_inputs.input_spec(data, shape, input_data, batch_size))
+                           inputs=cli_inputs.input_spec(data, shape, input_data, batch_size, sequence_length))
     measure_table(result)
     if json_out is not None:
         write_atomic(json_out, json.dumps(summary_json(result), indent=2) + "\n")

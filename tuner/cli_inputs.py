@@ -16,6 +16,8 @@ import typer
 INPUT_DATA_HELP = ("input data: a perf_analyzer-format JSON file or a folder of .npy/.npz files "
                    "(entries used in order, cycled)")
 BATCH_SIZE_HELP = "items per request (client-side batch; needs max_batch_size > 0); throughput counts items"
+SEQUENCE_LENGTH_HELP = ("a sequence (stateful) model: requests per sequence (default 8); --concurrency then "
+                        "counts concurrent sequences")
 SHAPE_HELP = ("shape of an input, NAME=D1,D2; repeat a NAME with @WEIGHT for a weighted mix, "
               "e.g. --shape INPUT0=128@2 --shape INPUT0=256@1")
 
@@ -26,8 +28,10 @@ REQUEST_INTERVALS = typer.Option(None, help="replay a file of intervals between 
                                             "line), looped")
 
 
-def input_spec(data: str, shape: list[str], input_data: Optional[Path], batch_size: Optional[int]):
-    """`--data`, `--shape`, `--input-data`, `--batch-size` (None: 1) as an InputSpec."""
+def input_spec(data: str, shape: list[str], input_data: Optional[Path], batch_size: Optional[int],
+               sequence_length: Optional[int] = None):
+    """`--data`, `--shape`, `--input-data`, `--batch-size` (None: 1), `--sequence-length` (None: the
+    default of a sequence model) as an InputSpec."""
     from tuner.load.inputs import InputSpec, parse_shape_option
 
     try:
@@ -39,7 +43,10 @@ def input_spec(data: str, shape: list[str], input_data: Optional[Path], batch_si
         raise typer.BadParameter("--batch-size takes a count >= 1")
     if input_data is not None and not input_data.exists():
         raise typer.BadParameter(f"--input-data {input_data}: no such file or folder")
-    return InputSpec(data=data, data_path=input_data, shapes=shapes, batch_size=batch_size)
+    if sequence_length is not None and sequence_length < 1:
+        raise typer.BadParameter("--sequence-length takes a count of requests per sequence >= 1")
+    return InputSpec(data=data, data_path=input_data, shapes=shapes, batch_size=batch_size,
+                     sequence_length=sequence_length or 0)
 
 
 def rates_and_traffic(request_rate: Optional[str], request_intervals: Optional[Path], ramp: bool):

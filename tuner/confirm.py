@@ -54,7 +54,8 @@ class ConfirmPhase:
         slots = stats.plan(rec, {cid: r.spec for cid, r in results.candidates.items()})
         if len(slots) < 2:
             return None  # nothing to compare the winner with
-        plan = ConfirmPlan(tuple((sl.candidate_id, sl.concurrency) for sl in slots), self.p.search.confirm_rounds)
+        plan = ConfirmPlan(tuple((sl.candidate_id, sl.concurrency) for sl in slots),
+                           stats.rounds_for(len(slots), self.p.search.confirm_rounds))
         self.s.record(plan)
         return plan
 

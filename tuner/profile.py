@@ -6,7 +6,11 @@ reported as one line naming the file, the key and the fix.
                    first_dim_is_batch, data ("random" | "zeros"), input_data (a perf_analyzer-format
                    JSON file or a folder of .npy/.npz files; load/inputs.py documents both),
                    batch_size (items per request, client-side batch; 1), [model.shapes] (per input
-                   a shape, INPUT0 = [128], or a weighted mix, INPUT0 = [{dims = [128], weight = 2}, ...])
+                   a shape, INPUT0 = [128], or a weighted mix, INPUT0 = [{dims = [128], weight = 2}, ...]),
+                   sequence_length (a sequence model's requests per sequence; 0 = 8),
+                   composing_models (the models a BLS model calls, as perf_analyzer's
+                   --bls-composing-models: tuned together, the load still sent to [model] name; an
+                   ensemble's steps need no listing: they are read from its ensemble_scheduling)
     [server]       ssl, root_certificates, private_key, certificate_chain (PEM paths),
                    [server.headers] Name = "env:VAR" (values only from the environment)
     [search]       max_batch_size, max_queue_delay_us, preferred_batch_size (a rule or list of rules:
@@ -18,7 +22,8 @@ reported as one line naming the file, the key and the fix.
                    budget and skips what cannot beat the best so far; "grid": every candidate
                    climbed through every listed level), confirm (true by default: the winner, the
                    candidates within noise of it and the baseline measured again, interleaved, for
-                   confidence intervals; `tuner sweep --no-confirm` skips it), confirm_rounds (4)
+                   confidence intervals; `tuner sweep --no-confirm` skips it), confirm_rounds (4);
+                   [search.sequence] tunes a stateful model's sequence batcher (profile_sequence.py)
     [constraints]  latency_percentile, latency_budget_ms, min_throughput_infer_per_s,
                    max_gpu_memory_mb (MiB, from the server's GPU telemetry; reported as
                    "not available" where the server exposes none), max_error_rate
@@ -44,7 +49,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from tuner.config import CandidateSpec, PREFERRED_RULES, expand_specs
+from tuner.config import CandidateSpec, PREFERRED_RULES, SequenceSpace, expand_sequence_specs, expand_specs
+from tuner.profile_sequence import sequence_space
 from tuner.server.connection import Connection
 from tuner.errors import ProfileError
 from tuner.load.inputs import InputSpec, ShapeChoice, parse_shape_mix
@@ -73,8 +79,11 @@ class SearchSpace:
     strategy: str = "smart"
     confirm: bool = True  # measure the winner, its near ties and the baseline again, interleaved
     confirm_rounds: int = 4  # rounds of the confirmation (each config once per round)
+    sequence: SequenceSpace | None = None  # [search.sequence]: a stateful model's sequence batcher
 
     def specs(self) -> list[CandidateSpec]:
+        if self.sequence is not None:
+            return expand_sequence_specs(list(self.max_batch_size), list(self.instance_count), self.sequence)
         return expand_specs(list(self.max_batch_size), list(self.max_queue_delay_us),
                             list(self.instance_count), self.preferred_batch_size)
 
@@ -94,6 +103,8 @@ class Profile:
     shapes: dict[str, tuple[ShapeChoice, ...]] = field(default_factory=dict)
     input_data: Path | None = None
     batch_size: int = 1
+    sequence_length: int = 0  # a sequence model's requests per sequence (0: load/sequence.py's default)
+    composing_models: tuple[str, ...] = ()  # a BLS model's callees, tuned together (ensemble steps: found)
     search: SearchSpace = field(default_factory=SearchSpace)
     constraints: Constraints = field(default_factory=Constraints)
     goal: str = "max_throughput"
@@ -105,7 +116,8 @@ class Profile:
     @property
     def inputs(self) -> InputSpec:
         """What the profile's requests carry."""
-        return InputSpec(data=self.data, data_path=self.input_data, shapes=self.shapes, batch_size=self.batch_size)
+        return InputSpec(data=self.data, data_path=self.input_data, shapes=self.shapes, batch_size=self.batch_size,
+                         sequence_length=self.sequence_length)
 
     @property
     def sha256(self) -> str:
@@ -331,15 +343,24 @@ def _model_section(m: _Reader, at: _Where) -> dict:
         m.fail("model.input_data", f"{at.file(input_data)} does not exist; give a perf_analyzer-format JSON "
                "file or a folder of .npy/.npz files (relative paths start at the profile's folder)")
     batch_size = int(m.number("batch_size", 1, minimum=1, integer=True))
+    sequence_length = int(m.number("sequence_length", 0, minimum=0, integer=True))
+    composing = m.get("composing_models", list, [])
+    if not all(isinstance(x, str) and x.strip() for x in composing):
+        m.fail("model.composing_models", f"must be a list of model names, got {composing!r}")
+    if model in composing or len(set(composing)) != len(composing):
+        m.fail("model.composing_models", "must name each model the BLS model calls once, not the BLS model itself")
     m.finish()
     return {"model": model, "version": str(version), "url": url,
             "config_path": at.file(config_path) if config_path else None,
             "first_dim_is_batch": first_dim_is_batch, "data": data, "shapes": shapes,
-            "input_data": at.file(input_data) if input_data else None, "batch_size": batch_size}
+            "input_data": at.file(input_data) if input_data else None, "batch_size": batch_size,
+            "sequence_length": sequence_length, "composing_models": tuple(composing)}
 
 
 def _search_section(s: _Reader) -> SearchSpace:
     d = SearchSpace()
+    seq_table = s.get("sequence", dict, None)
+    sequence = None if seq_table is None else sequence_space(_Reader(s.path, seq_table, "search.sequence"), s.table)
     search = SearchSpace(
         max_batch_size=s.int_list("max_batch_size", d.max_batch_size, minimum=1),
         max_queue_delay_us=s.int_list("max_queue_delay_us", d.max_queue_delay_us, minimum=0),
@@ -347,9 +368,10 @@ def _search_section(s: _Reader) -> SearchSpace:
         instance_count=s.int_list("instance_count", d.instance_count, minimum=1),
         concurrency=s.int_list("concurrency", d.concurrency, minimum=1),
         plateau_pct=s.number("plateau_pct", d.plateau_pct, minimum=0),
-        strategy=s.get("strategy", str, d.strategy),
+        strategy=s.get("strategy", str, d.strategy if sequence is None else "grid"),
         confirm=s.get("confirm", bool, d.confirm),
         confirm_rounds=int(s.number("confirm_rounds", d.confirm_rounds, minimum=2, integer=True)),
+        sequence=sequence,
     )
     from tuner.search.strategy import STRATEGIES
 

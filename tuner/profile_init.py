@@ -76,6 +76,12 @@ def search_space(cfg: cfgmod.ModelConfig) -> dict:
             "concurrency": levels}
 
 
+def _candidates(cfg: cfgmod.ModelConfig) -> set[int]:
+    """The oldest strategy's max_candidate_sequences as the config has it (none with direct)."""
+    mcs = cfg.sequence_batching.oldest.max_candidate_sequences
+    return {mcs} if mcs > 0 else set()
+
+
 def profile_text(cfg: cfgmod.ModelConfig, model: str, url: str | None = None) -> str:
     """A profile for `model`, from its config; raises ConfigError when there is nothing to tune."""
     cfgmod.check_tunable(cfg, where=model, batch_switch="write the profile by hand with [model] "
@@ -87,6 +93,9 @@ def profile_text(cfg: cfgmod.ModelConfig, model: str, url: str | None = None) ->
              "[model]", f"name = {json.dumps(model)}"]
     if url:
         lines.append(f"url = {json.dumps(url)}")
+    stateful = cfg.HasField("sequence_batching")  # tuned through the sequence batcher: [search.sequence]
+    if stateful:
+        lines.append("sequence_length = 8  # placeholder: the requests per sequence your clients send")
     variable = [t for t in cfg.input if any(d < 0 for d in t.dims)]
     if variable:
         lines += ["", "[model.shapes]"]
@@ -95,12 +104,17 @@ def profile_text(cfg: cfgmod.ModelConfig, model: str, url: str | None = None) ->
             lines.append(f"# placeholder: '{t.name}' has variable dims {list(t.dims)}; give the shape your "
                          f"clients send, or a weighted mix: [{{dims = {dims}, weight = 2}}, ...]")
             lines.append(f"{_key(t.name)} = {dims}")
+    batcher = ([f"max_queue_delay_us = {space['max_queue_delay_us']}", 'preferred_batch_size = "none"']
+               if not stateful else [])
+    sequence = ["", "[search.sequence]", 'strategy = ["direct", "oldest"]',
+                f"max_candidate_sequences = {sorted({2 * max(space['max_batch_size']), *_candidates(cfg)})}",
+                f"max_queue_delay_us = {space['max_queue_delay_us']}"] if stateful else []
     lines += ["", "[search]",
               f"max_batch_size = {space['max_batch_size']}",
-              f"max_queue_delay_us = {space['max_queue_delay_us']}",
-              'preferred_batch_size = "none"',
+              *batcher,
               f"instance_count = {space['instance_count']}",
-              f"concurrency = {space['concurrency']}",
+              f"concurrency = {space['concurrency']}  # {'concurrent sequences' if stateful else 'requests in flight'}",
+              *sequence,
               "", "[constraints]", 'latency_percentile = "p99"',
               f"latency_budget_ms = {BUDGET_PLACEHOLDER_MS}  # placeholder: your latency budget",
               "", "[objective]", 'goal = "max_throughput"',

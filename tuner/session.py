@@ -18,7 +18,10 @@ A session owns, for one run folder:
 - the model (`server/model_session.py`): version checked, config read back,
   candidates applied, the original restored at the end. A restore that fails
   is always reported, alone or added to the error that ended the run, and
-  recorded in the results file;
+  recorded in the results file. A run that tunes several models (an
+  ensemble's steps, a BLS model's callees, models sharing the server) opens
+  each one (`open_model`): every model opened is restored, the last opened
+  first, whatever happens to the others;
 - signals: SIGTERM unwinds like Ctrl-C, and both become `Interrupted` with
   what was kept and how to continue.
 
@@ -63,6 +66,9 @@ class SessionSpec:
     profile: str | None = None  # profile name and hash, for the run record and the environment
     profile_sha256: str | None = None
     metrics_url: str | None = None  # overrides the server's own Prometheus endpoint
+    # further models the run needs on the server (a BLS model's callees, models sharing the server);
+    # the embedded server's repository also gets every bundled ensemble's steps
+    models: tuple[str, ...] = ()
 
 
 class RunSession:
@@ -75,6 +81,7 @@ class RunSession:
         self.results = ResultsFile(self.run_dir / RESULTS_FILE)
         self.server: ServerContext | None = None
         self.model: ModelSession | None = None
+        self.models: dict[str, ModelSession] = {}  # every model opened, the session's own first
         self.readback: cfgmod.ModelConfig | None = None
         self.started = time.monotonic()
         self.points_recorded = False
@@ -87,8 +94,9 @@ class RunSession:
     # -- opening
     def __enter__(self) -> "RunSession":
         spec = self.spec
-        if spec.connection is None and spec.model not in bundled_models():
-            raise ServerError(f"'{spec.model}' is not a bundled model ({', '.join(bundled_models())}); set "
+        missing = [m for m in (spec.model, *spec.models) if m not in bundled_models()]
+        if spec.connection is None and missing:
+            raise ServerError(f"'{missing[0]}' is not a bundled model ({', '.join(bundled_models())}); set "
                               f"[model] url in the profile or pass --url to {spec.command} a model on a "
                               "running Triton")
         self._lock.acquire()
@@ -110,10 +118,19 @@ class RunSession:
 
     def _open_server(self) -> None:
         spec = self.spec
-        self._opener = open_server(spec.connection, self.run_dir, [spec.model])
+        self._opener = open_server(spec.connection, self.run_dir, [spec.model, *spec.models])
         self.server = self._opener.__enter__()
         self.model = ModelSession(self.server.control, spec.model, spec.version)
+        self.models[spec.model] = self.model
         self.readback = self.model.open()
+
+    def open_model(self, name: str) -> cfgmod.ModelConfig:
+        """Open one more model the run tunes (loaded if it is not; restored at the end): its config read back."""
+        if name in self.models:
+            return self.models[name].original
+        session = ModelSession(self.server.control, name)
+        self.models[name] = session  # kept before open(): whatever open() loaded is put back
+        return session.open()
 
     def _catch_sigterm(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -174,8 +191,9 @@ class RunSession:
         srv.url = srv.embedded.url
         srv.control.close()
         srv.control = ServerControl(srv.url, srv.embedded.log_path)
-        self.model.control = srv.control
-        srv.control.load(self.model.model, self.model.original)
+        for session in self.models.values():  # the session's own model first: an ensemble loads its steps
+            session.control = srv.control
+            srv.control.load(session.model, session.original)
         self.record(ServerRestart(reason=why, restart_s=time.monotonic() - t0))
 
     # -- closing
@@ -217,22 +235,27 @@ class RunSession:
         return problem
 
     def _restore(self) -> str | None:
-        model = self.model
-        if model is None or model.original is None:
+        """Put every opened model back, the last opened first (an ensemble's steps before the ensemble);
+        one failure does not stop the others. What could not be put back, in words, or None."""
+        opened = [m for m in self.models.values() if m.original is not None]
+        if not opened:
             return None
         if not self.server_alive():
             return None  # the embedded server serves tuner's own copy of the repository: nothing to undo
         self.emit("restore")
-        try:
-            model.restore()
-            return None
-        except TunerError as err:
-            why = str(err).split(";")[0][:160]
-            problem = (f"the original config of '{model.model}' could NOT be put back ({why}); reload the "
-                       f"model on the server to restore it (its files are unchanged)")
-        if self._writing:
-            self.record(RestoreFailed(model=model.model, error=problem))
-        return problem
+        problems = []
+        for model in reversed(opened):
+            try:
+                model.restore()
+                continue
+            except TunerError as err:
+                why = str(err).split(";")[0][:160]
+                problem = (f"the original config of '{model.model}' could NOT be put back ({why}); reload the "
+                           f"model on the server to restore it (its files are unchanged)")
+            if self._writing:
+                self.record(RestoreFailed(model=model.model, error=problem))
+            problems.append(problem)
+        return "; ".join(problems) or None
 
     def _interrupted(self, problem: str | None) -> Interrupted:
         restored = "original config restored" if problem is None else problem

@@ -16,6 +16,7 @@ original config at the end, after a failure and after Ctrl-C / SIGTERM.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,10 @@ from tuner.report.outputs import finalize_run
 from tuner.results.records import CandidateEnd, CandidateRecord, Measurement
 from tuner.results.rundir import RunLock, new_run_dir
 from tuner.results.store import load_results
+from tuner.search.joint import JointStrategy
 from tuner.search.strategy import BASELINE, make_strategy
 from tuner.session import RunSession, SessionSpec
+from tuner.steps import StepModels
 
 MAX_RESTARTS = 3
 Event = Callable[..., None]
@@ -63,19 +66,24 @@ class Sweep:
         self.failed_before: dict[str, str] = {}
         self.restarts = 0
         self.s: RunSession | None = None
+        self.steps: StepModels | None = None  # models tuned together behind the profile's model
 
     def run(self, resume: bool = False) -> SweepOutcome:
         p = self.profile
         spec = SessionSpec("sweep", p.model, p.version, p.connection(), resume=resume,
                            resume_hint=f"tuner sweep --resume {self.run_dir}", profile=p.name,
-                           profile_sha256=p.sha256)
+                           profile_sha256=p.sha256, models=p.composing_models)
         with RunSession(self.run_dir, spec, self.emit) as s:
             self.s = s
             if resume:
                 self._read_stored()
             save_run_profile(self.run_dir, p)
-            original, readback = self._originals()
-            specs = p.search.specs()
+            self.steps = self._steps()
+            # a joint sweep leaves the model the load is sent to as it is: its steps are the candidates
+            original, readback = self._originals() if self.steps is None else (s.readback, s.readback)
+            specs = p.search.specs() if self.steps is None else []
+            # a stateful model is tuned with [search.sequence] only, any other model without it
+            cfgmod.check_kind(original, p.search.sequence is not None, p.model)
             for cand in specs:  # validate every candidate before measuring any
                 try:
                     cfgmod.make_candidate(original, cand, first_dim_is_batch=p.first_dim_is_batch)
@@ -106,6 +114,12 @@ class Sweep:
         self.failed_before = {cid: c.reason for cid, c in res.candidates.items()
                               if c.status == "failed" and not any(m.candidate_id == cid for m in res.points)}
         self.s.points_recorded = bool(self.stored)
+
+    def _steps(self) -> StepModels | None:
+        """The models tuned together behind the profile's model (an ensemble's steps, a BLS model's
+        callees), opened in the session; None for a single model."""
+        names = StepModels.wanted(self.profile, self.s.readback)
+        return StepModels(self.s, self.profile, self.run_dir, self.s.readback, names).open() if names else None
 
     def _originals(self) -> tuple[cfgmod.ModelConfig, cfgmod.ModelConfig]:
         """(the config candidates are made from, the config the server served), kept in RUN/original/."""
@@ -141,7 +155,12 @@ class _Loop:
         self.original, self.plan = original, plan
         self.candidates = [(BASELINE, cfgmod.current_spec(readback))] + [(c.candidate_id, c) for c in specs]
         self.configs = {BASELINE: readback}
-        self.strategy = make_strategy(self.p.search.strategy, self.p, self.candidates)
+        steps = sweep.steps
+        if steps is not None:  # several models tuned together: coordinate descent over them
+            self.strategy = JointStrategy(self.p, steps.names, steps.originals(), steps.options())
+            self.candidates = self.strategy.candidates
+        else:
+            self.strategy = make_strategy(self.p.search.strategy, self.p, self.candidates)
         self.started: list[str] = []
         self.loaded: str | None = None
         self.deaths: dict[str, int] = {}
@@ -154,7 +173,7 @@ class _Loop:
                     self._end(step)
                     continue
                 await self._point(step)
-            if self.p.search.confirm:
+            if self.p.search.confirm and self.sw.steps is None:  # confirmation measures one model's configs
                 await ConfirmPhase(self).run()
         finally:
             await self._close_client()
@@ -196,7 +215,7 @@ class _Loop:
             return
         if m.status == "failed":
             self.s.record(CandidateRecord(step.spec, "failed", reason=f"errors under load: {m.first_error}",
-                                          config_json=cfgmod.config_to_json(self.configs[cid]),
+                                          config_json=_as_json(self.configs[cid]),
                                           is_baseline=cid == BASELINE))
         self.strategy.observe(m)
 
@@ -220,7 +239,9 @@ class _Loop:
         """Load a candidate; None when it serves, else why it failed (recorded)."""
         s = self.s
         try:
-            if cid == BASELINE:
+            if self.sw.steps is not None:  # every tuned model at its setting (the baseline: as served)
+                config = self.sw.steps.apply(spec)
+            elif cid == BASELINE:
                 config = s.model.apply(self.configs[BASELINE])  # a no-op unless a candidate is loaded
             else:
                 config = s.model.apply(cfgmod.make_candidate(self.original, spec,
@@ -240,7 +261,7 @@ class _Loop:
                 raise _ServerDied(f"while loading {cid}") from None
             raise
         self.configs[cid] = config
-        s.record(CandidateRecord(spec, "loaded", config_json=cfgmod.config_to_json(config),
+        s.record(CandidateRecord(spec, "loaded", config_json=_as_json(config),
                                  is_baseline=cid == BASELINE))
         return None
 
@@ -250,8 +271,9 @@ class _Loop:
             # one client for the whole sweep: its load processes (or Ray actors) start once
             srv = s.server
             metrics_url = srv.metrics_url or default_metrics_url(srv.url)
-            self.client = await LoadClient(srv.connection, p.model, p.version,
-                                           metrics_url=metrics_url).__aenter__()
+            steps = tuple(self.sw.steps.names) if self.sw.steps is not None else ()
+            self.client = await LoadClient(srv.connection, p.model, p.version, metrics_url=metrics_url,
+                                           step_models=steps).__aenter__()
         self.sw.emit("level", candidate_id=cid, concurrency=level)
         samples = await self.client.closed_loop(self.plan, level, p.measurement)
         m = Measurement(candidate_id=cid, concurrency=level, windows=samples.windows,
@@ -287,6 +309,13 @@ class _Loop:
             return True
         except ServerError:
             return False
+
+
+def _as_json(config: "cfgmod.ModelConfig | dict[str, cfgmod.ModelConfig]") -> str:
+    """A config read back, as stored; several models' (a joint candidate): {model: config}."""
+    if isinstance(config, dict):
+        return json.dumps({name: json.loads(cfgmod.config_to_json(c)) for name, c in config.items()})
+    return cfgmod.config_to_json(config)
 
 
 def resume_profile(run_dir: Path) -> Profile:

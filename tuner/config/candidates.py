@@ -1,7 +1,8 @@
 """Candidate configs: the tuned fields of a config, and the config made from them.
 
 A candidate is the original config with only `max_batch_size`,
-`dynamic_batching` (max_queue_delay_microseconds, preferred_batch_size) and
+`dynamic_batching` (max_queue_delay_microseconds, preferred_batch_size), or for a
+stateful model `sequence_batching`'s strategy and its settings (`sequence.py`), and
 the instance count changed, so every other field (platform, backend,
 version_policy, model_transaction_policy, inputs/outputs, optimization,
 parameters, model_warmup, ...) survives a rewrite untouched. The original and
@@ -16,22 +17,35 @@ from pathlib import Path
 
 from tuner.config.locate import Where
 from tuner.config.pbtxt import ModelConfig, copy_config, format_config
+from tuner.config.sequence import (SequenceSpace, SequenceSpec, apply_sequence, check_kind, check_sequence,
+                                   read_sequence)
 from tuner.config.validate import check_config
 from tuner.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class CandidateSpec:
-    """The tuned fields of one candidate configuration."""
+    """The tuned fields of one candidate configuration.
+
+    With `sequence` (a stateful model), max_batch_size, the queue delay and the preferred
+    sizes are the sequence batcher's (`sequence.py`), and dynamic_batching is False.
+    """
 
     max_batch_size: int
     max_queue_delay_us: int = 0
     preferred_batch_size: tuple[int, ...] = ()
     instance_count: int = 1
     dynamic_batching: bool = True
+    sequence: SequenceSpec | None = None
 
     @property
     def candidate_id(self) -> str:
+        if self.sequence is not None:  # e.g. seq-direct-mbs4-i1, seq-oldest-mbs8-mcs16-qd500-pbsauto-i2
+            seq = self.sequence
+            oldest = "" if seq.strategy == "direct" else (
+                f"-mcs{seq.max_candidate_sequences}-qd{self.max_queue_delay_us}"
+                f"-pbs{'_'.join(map(str, self.preferred_batch_size)) or 'auto'}")
+            return f"seq-{seq.strategy}-mbs{self.max_batch_size}{oldest}-i{self.instance_count}"
         if not self.dynamic_batching:
             return f"mbs{self.max_batch_size}-nodb-i{self.instance_count}"
         pbs = "_".join(str(p) for p in self.preferred_batch_size) or "auto"
@@ -48,6 +62,8 @@ class CandidateSpec:
             "preferred_batch_size": list(self.preferred_batch_size),
             "instance_count": self.instance_count,
             "dynamic_batching": self.dynamic_batching,
+            # only for a stateful model's candidates: older results never carry it
+            **({"sequence": self.sequence.to_dict()} if self.sequence is not None else {}),
         }
 
     @classmethod
@@ -58,6 +74,7 @@ class CandidateSpec:
             preferred_batch_size=tuple(int(x) for x in d.get("preferred_batch_size", ())),
             instance_count=int(d.get("instance_count", 1)),
             dynamic_batching=bool(d.get("dynamic_batching", True)),
+            sequence=SequenceSpec.from_dict(d["sequence"]) if d.get("sequence") else None,
         )
 
 
@@ -66,6 +83,11 @@ def current_spec(cfg: ModelConfig) -> CandidateSpec:
     db = cfg.HasField("dynamic_batching")
     # Candidates set the same count on every group, so the first one speaks for all.
     count = (cfg.instance_group[0].count or 1) if cfg.instance_group else 1
+    if cfg.HasField("sequence_batching"):
+        seq, delay_us, preferred = read_sequence(cfg)
+        return CandidateSpec(max_batch_size=cfg.max_batch_size, max_queue_delay_us=delay_us,
+                             preferred_batch_size=preferred, instance_count=count, dynamic_batching=False,
+                             sequence=seq)
     return CandidateSpec(
         max_batch_size=cfg.max_batch_size,
         max_queue_delay_us=cfg.dynamic_batching.max_queue_delay_microseconds if db else 0,
@@ -94,11 +116,6 @@ def check_tunable(cfg: ModelConfig, *, first_dim_is_batch: bool = False, where: 
         raise ConfigError(
             f"{loc.at(('platform',))}: is an ensemble; ensembles are scheduled by their steps, "
             "tune each composing model instead"
-        )
-    if cfg.HasField("sequence_batching"):
-        raise ConfigError(
-            f"{loc.at(('sequence_batching',))}: uses sequence_batching; a stateful model cannot use dynamic "
-            "batching, tune it with the sequence batcher's own settings instead"
         )
     _check_complete(cfg, loc)
     if cfg.max_batch_size == 0 and not first_dim_is_batch:
@@ -147,6 +164,9 @@ def validate_spec(spec: CandidateSpec, where: str = "candidate") -> None:
         raise ConfigError(f"{where}: max_queue_delay_us must be >= 0, got {spec.max_queue_delay_us}")
     if spec.instance_count < 1:
         raise ConfigError(f"{where}: instance count must be >= 1, got {spec.instance_count}")
+    if spec.sequence is not None:
+        check_sequence(spec.sequence, spec.max_batch_size, spec.max_queue_delay_us, spec.preferred_batch_size,
+                       where)
     for p in spec.preferred_batch_size:
         if p < 1 or p > spec.max_batch_size:
             raise ConfigError(
@@ -161,6 +181,7 @@ def make_candidate(
     """The original config with only the tuned fields changed."""
     check_tunable(original, first_dim_is_batch=first_dim_is_batch)
     validate_spec(spec, spec.candidate_id)
+    check_kind(original, spec.sequence is not None, spec.candidate_id)
     cfg = copy_config(original)
     if original.max_batch_size == 0:
         # The first dim was the batch dim; with batching on, dims are per item.
@@ -172,7 +193,9 @@ def make_candidate(
                 t.dims.append(1)
                 t.reshape.SetInParent()
     cfg.max_batch_size = spec.max_batch_size
-    if spec.dynamic_batching:
+    if spec.sequence is not None:
+        apply_sequence(cfg, spec.sequence, spec.max_queue_delay_us, spec.preferred_batch_size)
+    elif spec.dynamic_batching:
         db = cfg.dynamic_batching  # keeps priority levels, queue policies, ...
         db.max_queue_delay_microseconds = spec.max_queue_delay_us
         del db.preferred_batch_size[:]
@@ -216,6 +239,27 @@ def expand_specs(
             for qd in queue_delays_us:
                 for n in instance_counts:
                     specs.append(CandidateSpec(mbs, qd, pbs, n))
+    return specs
+
+
+def expand_sequence_specs(max_batch_sizes: list[int], instance_counts: list[int],
+                          space: SequenceSpace) -> list[CandidateSpec]:
+    """A stateful model's candidates: each strategy at every max_batch_size and instance count;
+    oldest also at every max_candidate_sequences, queue delay and preferred-size rule. An oldest
+    candidate with fewer candidate sequences than max_batch_size is left out: its batches can
+    never fill, so it only repeats a smaller max_batch_size."""
+    specs: list[CandidateSpec] = []
+    for strategy in space.strategy:
+        for mbs in max_batch_sizes:
+            if strategy == "direct":
+                specs += [CandidateSpec(mbs, 0, (), n, False, SequenceSpec("direct")) for n in instance_counts]
+                continue
+            sizes = list(dict.fromkeys(preferred_sizes(mbs, rule) for rule in space.preferred_batch_size))
+            for mcs in space.max_candidate_sequences:
+                if mcs < mbs:
+                    continue
+                specs += [CandidateSpec(mbs, qd, pbs, n, False, SequenceSpec("oldest", mcs))
+                          for pbs in sizes for qd in space.max_queue_delay_us for n in instance_counts]
     return specs
 
 

@@ -40,6 +40,7 @@ class LoadChannel:
         self.stream = None
         self._stats = None
         self._stats_request = service_pb2.ModelStatisticsRequest(name=model, version=version)
+        self._all_stats_request = service_pb2.ModelStatisticsRequest()  # every loaded model
 
     async def open(self) -> "LoadChannel":
         self.channel = self.connection.aio_channel()
@@ -59,9 +60,11 @@ class LoadChannel:
             channel, self.channel = self.channel, None
             await channel.close()
 
-    async def statistics(self) -> service_pb2.ModelStatisticsResponse | None:
-        """The model's statistics; None when the call fails (a breakdown is "not available", never a failed point)."""
+    async def statistics(self, all_models: bool = False) -> service_pb2.ModelStatisticsResponse | None:
+        """The model's statistics (`all_models`: every loaded model's, in one call, e.g. an ensemble's
+        steps beside it); None when the call fails (a breakdown is "not available", never a failed point)."""
+        request = self._all_stats_request if all_models else self._stats_request
         try:
-            return await self._stats(self._stats_request, timeout=STATS_TIMEOUT_S, metadata=self.metadata)
+            return await self._stats(request, timeout=STATS_TIMEOUT_S, metadata=self.metadata)
         except grpc.aio.AioRpcError:
             return None

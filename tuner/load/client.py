@@ -62,7 +62,9 @@ METRICS_PAUSE_S = 30.0  # after a failed scrape: don't wait on a dead endpoint e
 
 
 def _server_delta(before: service_pb2.ModelStatisticsResponse | None,
-                  after: service_pb2.ModelStatisticsResponse | None) -> ServerDelta | None:
+                  after: service_pb2.ModelStatisticsResponse | None, model: str | None = None) -> ServerDelta | None:
+    """The counters' change between two statistics responses; `model`: that model's entries only
+    (a response for every loaded model), else every entry (a response for one model)."""
     if before is None or after is None:
         return None
 
@@ -71,6 +73,8 @@ def _server_delta(before: service_pb2.ModelStatisticsResponse | None,
              "compute_output_ns": 0, "inference_count": 0, "execution_count": 0}
         batches: dict[int, list[int]] = {}
         for ms in resp.model_stats:
+            if model is not None and ms.name != model:
+                continue
             s = ms.inference_stats
             t["success_count"] += s.success.count
             t["queue_ns"] += s.queue.ns
@@ -100,10 +104,14 @@ class LoadClient:
     """One gRPC channel to a server (and load processes or Ray actors when asked), reused across load points.
 
     `url` is host:port or a `connection.Connection` (TLS, request headers);
-    `metrics_url` is the server's Prometheus endpoint (None: no telemetry).
+    `metrics_url` is the server's Prometheus endpoint (None: no telemetry);
+    `step_models`: models the requests pass through (an ensemble's steps, a BLS model's callees):
+    each window also keeps their statistics deltas (`WindowSample.steps`).
     """
 
-    def __init__(self, url: "str | Connection", model: str, version: str = "", metrics_url: str | None = None):
+    def __init__(self, url: "str | Connection", model: str, version: str = "", metrics_url: str | None = None,
+                 step_models: tuple[str, ...] = ()):
+        self.step_models = tuple(step_models)
         self.connection = as_connection(url)
         self.url = self.connection.url
         self.model = model
@@ -126,8 +134,8 @@ class LoadClient:
             await self.channel.close()
 
     async def statistics(self) -> service_pb2.ModelStatisticsResponse | None:
-        """The model's statistics; None when not available (never a failed point)."""
-        return await self.channel.statistics()
+        """The model's statistics (with its steps'); None when not available (never a failed point)."""
+        return await self.channel.statistics(all_models=bool(self.step_models))
 
     async def telemetry(self) -> telemetry.Snapshot | None:
         """One scrape of the server's metrics; None (and a pause) when not available."""
@@ -157,6 +165,9 @@ class LoadClient:
 
         The boundary where a failure inside a source becomes a LoadError (`source.load_error`).
         """
+        if spec.rate > 0 and plan.sequence is not None:
+            raise LoadError("a sequence model's load is a number of concurrent sequences, not a request rate; "
+                            "use --concurrency (a profile's [search] concurrency)")
         try:
             if settings.ray_address:
                 address, actors = settings.ray_address, max(0, settings.workers)
@@ -212,7 +223,10 @@ class LoadClient:
                     break
                 stats_after = await self.statistics()
                 tele_after = await self.telemetry()
-                window.server = _server_delta(stats_before, stats_after)
+                name = self.model if self.step_models else None
+                window.server = _server_delta(stats_before, stats_after, name)
+                if self.step_models:
+                    window.steps = {m: _server_delta(stats_before, stats_after, m) for m in self.step_models}
                 window.telemetry = telemetry.window_telemetry(tele_before, tele_after)
                 result.windows.append(window)
                 stats_before, tele_before = stats_after, tele_after

@@ -25,6 +25,7 @@ from tuner.load.channel import LoadChannel
 from tuner.load.spec import LoadSettings, LoadShare, SPIN_LEAD_NS, SPIN_MAX_RATE, max_inflight, use_stream
 from tuner.load.request import RequestPlan, ResponseChecker, check_parsed, stream_payload
 from tuner.load.schedule import Timer
+from tuner.load.sequence import SequenceRunner
 from tuner.load.traffic import make_schedule
 from tuner.results.samples import WindowSample
 from tuner.results.selfcheck import LATE_SEND_MS
@@ -88,6 +89,7 @@ class Engine:
         self.pending: set[asyncio.Task] = set()
         self.schedule = None  # open loop: send times (schedule.Schedule or a traffic schedule)
         self.streamer: Streamer | None = None
+        self.sequences: SequenceRunner | None = None  # a sequence model's load (closed loop only)
         self.crashed: BaseException | None = None
         self._idx: dict[str, int] = {}
         self._prev_b = 0
@@ -116,7 +118,10 @@ class Engine:
         try:
             await asyncio.sleep(max(0.0, (t_start_ns - time.perf_counter_ns()) / 1e9))
             share = self.share
-            if self.stream:
+            if self.plan.sequence is not None:
+                self.sequences = SequenceRunner(self)
+                await self.sequences.run(share.concurrency)
+            elif self.stream:
                 self.streamer = Streamer(self)
                 if share.rate > 0:
                     self.tasks.append(asyncio.create_task(self.streamer.run(0)))
@@ -146,6 +151,8 @@ class Engine:
                 await asyncio.sleep(0.01)
         if self.streamer is not None:
             self.streamer.close()
+        if self.sequences is not None:  # open sequences send their end flag, so the server frees their slots
+            await self.sequences.finish(self.settings.drain_s)
         tasks = self.tasks + list(self.pending)
         for t in tasks:
             t.cancel()

@@ -79,6 +79,7 @@ class InputSpec:
     shapes: dict[str, tuple[ShapeChoice, ...]] = field(default_factory=dict)  # per input
     batch_size: int = 1  # items per request (client-side batch); > 1 needs max_batch_size > 0
     seed: int = 0  # random data and the shape draw
+    sequence_length: int = 0  # sequence models: requests per sequence (0: load/sequence.py's default)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from tritonclient.grpc import service_pb2
 
 from tuner.errors import LoadError
 from tuner.load.inputs import DataSet, InputSpec, draw_order, normalize_shapes, read_data
+from tuner.load.sequence import DEFAULT_LENGTH, SequencePlan
 from tuner.load.tensors import DTYPES, check_fits, from_data, generated, resolve_shape
 
 __all__ = ["DTYPES", "RequestPlan", "ResponseChecker", "build_request", "check_parsed", "check_response",
@@ -49,6 +50,7 @@ class RequestPlan:
     batch_size: int = 1  # items per request
     decoupled: bool = False  # model_transaction_policy { decoupled: true }: the stream only
     mix: dict = field(default_factory=dict)  # the input mix, as the environment records it
+    sequence: SequencePlan | None = None  # a sequence_batching model: requests go in sequences (sequence.py)
 
     @property
     def payload(self) -> bytes:
@@ -111,8 +113,27 @@ def build_request(cfg: mc.ModelConfig, model: str, version: str = "", shapes: di
         "seed": spec.seed if dataset is None else None,
         "shapes": [{"shape": n, "weight": round(w / total, 6)} for n, w in zip(names, weights)],
     }
+    sequence = _sequence_plan(cfg, spec, model)
+    if sequence is not None:  # a baseline or a check must then be measured with the same sequences
+        mix["sequence_length"] = sequence.length
     return RequestPlan(payloads, tuple(_expected(cfg, r.item_shapes, b) for r in requests), order, shape_of, b,
-                       decoupled=bool(cfg.model_transaction_policy.decoupled), mix=mix)
+                       decoupled=bool(cfg.model_transaction_policy.decoupled), mix=mix, sequence=sequence)
+
+
+def _sequence_plan(cfg: mc.ModelConfig, spec: InputSpec, model: str) -> SequencePlan | None:
+    """How requests chain into sequences: for a model with sequence_batching only."""
+    if not cfg.HasField("sequence_batching"):
+        if spec.sequence_length:
+            raise LoadError(f"a sequence length is set but '{model}' has no sequence_batching (it is not "
+                            "stateful); leave sequence_length / --sequence-length out")
+        return None
+    if cfg.model_transaction_policy.decoupled:
+        raise LoadError(f"'{model}' is a decoupled sequence model; tuner cannot load it yet: measure it with "
+                        "perf_analyzer --sequence-length")
+    string_ids = any(c.kind == mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID
+                     and c.data_type == mc.TYPE_STRING
+                     for ci in cfg.sequence_batching.control_input for c in ci.control)
+    return SequencePlan(length=spec.sequence_length or DEFAULT_LENGTH, string_ids=string_ids)
 
 
 def _check_spec(cfg: mc.ModelConfig, spec: InputSpec, model: str) -> None:

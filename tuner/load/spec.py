@@ -84,6 +84,7 @@ def use_stream(plan: RequestPlan, settings: LoadSettings, share: "LoadShare") ->
     """Whether a load point goes over the ModelStreamInfer stream instead of unary calls.
 
     Decoupled models: always (unary calls can't carry several responses).
+    Sequence models: never.
     Otherwise "unary" or "stream" as set; "auto" is the stream for a closed
     loop of at most STREAM_MAX_CONCURRENCY requests in flight or an open loop
     of at most STREAM_MAX_RATE requests/s per process (a stream skips the
@@ -93,6 +94,8 @@ def use_stream(plan: RequestPlan, settings: LoadSettings, share: "LoadShare") ->
     """
     if plan.decoupled:
         return True
+    if plan.sequence is not None:
+        return False  # one request in flight per sequence: unary calls keep its order (load/sequence.py)
     if settings.transport not in TRANSPORTS:
         raise LoadError(f"transport '{settings.transport}' is not supported; use {', '.join(TRANSPORTS)}")
     if settings.transport == "auto":

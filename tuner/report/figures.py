@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from tuner.config import JointSpec
 from tuner.report.points import BASELINE, Pt, best_feasible, pareto_frontier
 from tuner.report.text import clip, esc, finite_or_none, fmt_num
 from tuner.search.recommend import Constraints, OperatingPoint, Recommendation
@@ -146,9 +147,11 @@ def _qd_label(dynamic_batching: bool, queue_delay_us: int) -> str:
 
 def fig_heatmap(results: RunResults, points: dict[str, list[Pt]], c: Constraints) -> go.Figure:
     pct = c.latency_percentile
-    cands = [r for cid, r in results.candidates.items() if not r.is_baseline]
+    # a joint candidate (several models) has no one max_batch_size: the per-step table shows those
+    cands = [r for cid, r in results.candidates.items() if not r.is_baseline and not isinstance(r.spec, JointSpec)]
     if not cands:
-        return _empty(_layout(go.Figure(), "Best SLO-bound throughput", "", ""), "no tuned candidate in this run")
+        return _empty(_layout(go.Figure(), "Best SLO-bound throughput", "", ""),
+                      "no single-model candidate in this run (several models: see the per-step table)")
     counts = sorted({r.spec.instance_count for r in cands})
     mbs = [str(x) for x in sorted({r.spec.max_batch_size for r in cands})]
     qd_specs = sorted({(r.spec.dynamic_batching, r.spec.max_queue_delay_us) for r in cands})

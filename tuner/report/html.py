@@ -23,7 +23,9 @@ from tuner.report.figures import (CAPACITY_HEADROOM, fig_breakdown, fig_capacity
 from tuner.report.gpu import gpu_section
 from tuner.report.confirmation import batches_section, confirmation_section, gain_text
 from tuner.report.points import Pt, best_feasible, candidate_ids, measured_points
+from tuner.report.steps import spec_text, steps_section
 from tuner.report.text import clip, esc, fmt_num
+from tuner.config import JointSpec
 from tuner.search.recommend import OperatingPoint, Recommendation
 from tuner.results.records import RunRecord
 from tuner.results.store import RunResults
@@ -150,9 +152,11 @@ def candidates_table(results: RunResults, points: dict[str, list[Pt]], rec: Reco
         if r and status != "failed" and points.get(cid) and best is None:
             status = "no feasible point"
         none = ("—", "")  # (cell html, sort value)
-        spec_cells = [
+        joint = isinstance(spec, JointSpec)  # several models: their settings in the first cell
+        spec_cells = [(esc(spec_text(spec)), ""), none, none, none] if joint else [
             (str(spec.max_batch_size), spec.max_batch_size),
-            (str(spec.max_queue_delay_us), spec.max_queue_delay_us) if spec.dynamic_batching else ("off", -1),
+            ((str(spec.max_queue_delay_us), spec.max_queue_delay_us) if spec.dynamic_batching or spec.sequence
+             else ("off", -1)),
             (esc(", ".join(map(str, spec.preferred_batch_size)) or "default"), ""),
             (str(spec.instance_count), spec.instance_count),
         ] if spec else [none] * 4
@@ -320,13 +324,14 @@ Hover a point for its concurrency, p50/p99 and errors.</p>{fig_html[0]}</section
 <section><h2>Search space</h2>{fig_html[2]}</section>
 <section><h2>Where the time goes (server side)</h2>{fig_html[3]}</section>
 {batches_section(results, rec, conf)}
+{steps_section(results, rec, summary.get("steps") or [])}
 <section><h2>Capacity</h2><p class="sub">{capacity_text(results, rec)}</p>{fig_html[4]}</section>
 {gpu_section(points, rec)}
 {shapes_section(results, rec)}
 <section><h2>All candidates</h2><p class="sub">Click a column header to sort. ★ marks the recommendation.</p>
 {candidates_table(results, points, rec)}</section>
 <section><h2>Recommended config</h2><div class="cols">
-<div><h3>recommended/config.pbtxt</h3><pre id="recommended-pbtxt">{esc(recommended_pbtxt)}</pre></div>
+<div><h3>{"recommended/&lt;model&gt;/config.pbtxt" if summary.get("steps") else "recommended/config.pbtxt"}</h3><pre id="recommended-pbtxt">{esc(recommended_pbtxt)}</pre></div>
 <div><h3>diff against the original</h3><pre id="config-diff">{diff_html(diff)}</pre></div></div>
 <details><summary>original config.pbtxt</summary><pre>{esc(original_pbtxt)}</pre></details></section>
 <section><h2>Run</h2>{metadata(results, rec, profile, summary)}

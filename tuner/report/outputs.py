@@ -14,6 +14,7 @@ from tuner import config as cfgmod
 from tuner.errors import StoreError
 from tuner.profile import load_run_profile
 from tuner.report.confirmation import batch_histograms
+from tuner.report.steps import read_steps, step_times, write_recommended
 from tuner.search.confirm import final as final_recommendation
 from tuner.search.recommend import OperatingPoint, Recommendation
 from tuner.results.rundir import RunLock
@@ -25,10 +26,17 @@ def _point_summary(p: OperatingPoint | None, results: RunResults) -> dict | None
         return None
     cand = results.candidates.get(p.candidate_id)
     spec = cand.spec if cand else None
+    if isinstance(spec, cfgmod.JointSpec):  # several models: each changed model's fields under "steps"
+        return {"candidate_id": p.candidate_id, "steps": {m: s.to_dict() for m, s in spec.steps},
+                "concurrency": p.concurrency, "throughput_infer_per_s": p.throughput_infer_per_s,
+                "latency_ms": dict(p.latency_ms), "server_ms": p.server_ms}
     return {
         "candidate_id": p.candidate_id,
         "max_batch_size": spec.max_batch_size if spec else None,
-        "max_queue_delay_us": spec.max_queue_delay_us if spec and spec.dynamic_batching else None,
+        "max_queue_delay_us": (spec.max_queue_delay_us if spec and (spec.dynamic_batching or spec.sequence)
+                               else None),
+        # a stateful model's sequence batcher: {"strategy", "max_candidate_sequences"}
+        "sequence_batching": spec.sequence.to_dict() if spec and spec.sequence else None,
         "preferred_batch_size": list(spec.preferred_batch_size) if spec else None,
         "dynamic_batching": spec.dynamic_batching if spec else None,
         "instance_count": spec.instance_count if spec else None,
@@ -134,9 +142,20 @@ def finalize_run(run_dir: Path) -> dict:
     # candidates the search added by refining max_batch_size between or beyond the listed values
     summary["search"]["refined"] = [cid for cid, c in results.candidates.items()
                                     if not c.is_baseline and cid not in listed]
-    original_txt, recommended_txt, diff = recommended_config(run_dir, results, rec, profile)
-    write_atomic(run_dir / "recommended" / "config.pbtxt", recommended_txt)
-    write_atomic(run_dir / "recommended" / "config.diff", diff)
+    joint = read_steps(run_dir)
+    if joint is not None:  # several models tuned together: a config and a diff per model
+        original_txt, recommended_txt, diff, files = write_recommended(run_dir, results, rec, joint["models"])
+        summary.update({"kind": joint["kind"], "steps": joint["models"], "recommended_configs": files,
+                        "step_times_ms": step_times(results, rec)})
+    else:
+        original_txt, recommended_txt, diff = recommended_config(run_dir, results, rec, profile)
+        write_atomic(run_dir / "recommended" / "config.pbtxt", recommended_txt)
+        write_atomic(run_dir / "recommended" / "config.diff", diff)
+        model = results.run.model if results.run else ""
+        if model and Path(model).name == model and model not in (".", ".."):  # a name, never a path out
+            # the same under the model's name, as runs that tune several models write each one
+            write_atomic(run_dir / "recommended" / model / "config.pbtxt", recommended_txt)
+            write_atomic(run_dir / "recommended" / model / "config.diff", diff)
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     from tuner.report.html import build_report
 

@@ -111,10 +111,23 @@ def sweep_summary(summary: dict, run_dir, console: Console | None = None) -> Non
     console = console or _console()
     rec, base = summary.get("recommended"), summary.get("baseline")
     pct = summary["constraints"]["latency_percentile"]
+    if rec and rec.get("steps") is not None:  # several models tuned together: one line per changed model
+        console.print(f"[bold]recommended[/bold] at concurrency {rec['concurrency']}:", markup=True)
+        for name, spec in rec["steps"].items():
+            console.print(f"  {name}: max_batch_size {spec['max_batch_size']}, queue delay "
+                          f"{spec['max_queue_delay_us'] if spec['dynamic_batching'] else 'off'} us, "
+                          f"{spec['instance_count']} instance(s)", markup=False)
+        if not rec["steps"]:
+            console.print("  every model as it is (the original configs)", markup=False)
     if rec:
-        console.print(f"[bold]recommended[/bold] {rec['candidate_id']}: max_batch_size {rec['max_batch_size']}, "
-                      f"queue delay {rec['max_queue_delay_us']} us, preferred {rec['preferred_batch_size'] or 'default'}, "
-                      f"{rec['instance_count']} instance(s), at concurrency {rec['concurrency']}")
+        seq = rec.get("sequence_batching")  # a stateful model: the sequence batcher's strategy first
+        what = "" if not seq else f"sequence batching {seq['strategy']}" + (
+            f" ({seq['max_candidate_sequences']} candidate sequences), " if seq["strategy"] == "oldest" else ", ")
+        if rec.get("steps") is None:
+            console.print(f"[bold]recommended[/bold] {rec['candidate_id']}: {what}max_batch_size {rec['max_batch_size']}, "
+                          f"queue delay {rec['max_queue_delay_us']} us, preferred "
+                          f"{rec['preferred_batch_size'] or 'default'}, "
+                          f"{rec['instance_count']} instance(s), at concurrency {rec['concurrency']}")
         line = (f"recommended config gives {rec['throughput_infer_per_s']:.1f} infer/s at {pct} "
                 f"{rec['latency_ms'][pct]:.2f} ms")
         if base:
@@ -125,4 +138,6 @@ def sweep_summary(summary: dict, run_dir, console: Console | None = None) -> Non
     console.print(summary.get("reason", ""), markup=False)
     console.print(f"candidates measured {summary['candidates_measured']}, failed {summary['candidates_failed']}, "
                   f"{summary['duration_s']:.0f} s")
-    console.print(f"report: {run_dir}/report.html   config: {run_dir}/recommended/config.pbtxt")
+    configs = (f"{run_dir}/recommended/<model>/config.pbtxt ({', '.join(summary['steps'])})" if summary.get("steps")
+               else f"{run_dir}/recommended/config.pbtxt")
+    console.print(f"report: {run_dir}/report.html   config: {configs}")

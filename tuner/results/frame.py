@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tuner.config import CandidateSpec
 from tuner.results.records import CandidateRecord, Measurement
 from tuner.results.samples import WindowSample
 from tuner.results.stats import percentiles_ms, summarize
@@ -50,6 +51,8 @@ TUNER_CSV_COLUMNS = ["Candidate", "Requests/Second", "Batch Size", "Request Rate
 
 def _keys(m: Measurement, cand: CandidateRecord | None, phase: str, rnd: int | None) -> dict:
     spec = cand.spec if cand is not None else None
+    if spec is not None and not isinstance(spec, CandidateSpec):
+        spec = None  # a joint candidate (several models): its id names each model's settings
     return {
         "candidate_id": m.candidate_id,
         "is_baseline": bool(cand.is_baseline) if cand is not None else m.candidate_id == "baseline",

@@ -16,6 +16,16 @@ Schema history:
      record cut short by a crash, set aside) and "restore_failed"; then
      "confirm_plan" and "confirm_point" (the sweep's confirmation phase: the
      configs measured again, interleaved, and each visit's raw windows).
+  2  several models tuned together (an ensemble's steps, a BLS model's
+     callees): a candidate's spec may be joint, {"candidate_id", "steps":
+     [{"model", <a spec's fields>}, ...]} (`config.JointSpec`), and its
+     config_json then maps each changed model to the config read back; a
+     window may carry "steps", each step model's statistics deltas by name.
+     A stateful model's candidate spec carries "sequence" ({"strategy":
+     "direct" | "oldest", "max_candidate_sequences"}, `config.SequenceSpec`):
+     its max_batch_size, max_queue_delay_us and preferred_batch_size are then
+     the sequence batcher's, and dynamic_batching is false.
+     Schema 1 files read as before (no field of theirs changed meaning).
 
 Record types, in the order a run writes them:
 
@@ -42,11 +52,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from tuner.config import CandidateSpec
+from tuner.config import CandidateSpec, JointSpec, is_joint_dict
 from tuner.results.samples import WindowSample
 from tuner.results.stats import PointSummary, summarize
 
-SCHEMA = 1
+SCHEMA = 2
 
 
 def _known(cls, r: dict) -> dict:
@@ -194,10 +204,10 @@ class PointLoad:
 class CandidateRecord:
     """A candidate config as applied: what was sent and what the server read back: type "candidate"."""
 
-    spec: CandidateSpec
+    spec: CandidateSpec | JointSpec  # JointSpec: several models tuned together (schema 2)
     status: str  # "loaded" | "failed" | "skipped"
     reason: str = ""  # why it failed or was skipped
-    config_json: str = ""  # the config the server read back (Triton fills defaults)
+    config_json: str = ""  # the config the server read back (Triton fills defaults); joint: {model: config}
     is_baseline: bool = False  # the model's original config
 
     @property
@@ -219,7 +229,7 @@ class CandidateRecord:
     @classmethod
     def from_record(cls, r: dict) -> "CandidateRecord":
         return cls(
-            spec=CandidateSpec.from_dict(r["spec"]),
+            spec=(JointSpec.from_dict(r["spec"]) if is_joint_dict(r["spec"]) else CandidateSpec.from_dict(r["spec"])),
             status=r["status"],
             reason=r.get("reason", ""),
             config_json=r.get("config_json", ""),

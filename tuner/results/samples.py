@@ -58,7 +58,10 @@ class WindowSample:
       1). Throughput in inferences counts items, in requests counts latencies;
     - client: the load generator's self-check over the window (see CLIENT_KEYS);
     - telemetry: the server's Prometheus metrics at the window's end (gauges)
-      and over it (counter deltas), None where not available.
+      and over it (counter deltas), None where not available;
+    - steps: the models a request passes through besides the one it was sent to
+      (an ensemble's steps, the models a BLS model calls): each one's statistics
+      deltas over the window, by model name (schema 2).
     """
 
     start_s: float
@@ -77,6 +80,7 @@ class WindowSample:
     failed_workers: list[str] | None = None
     shape_index: list[int] | None = None
     batch_size: int | None = None
+    steps: dict[str, ServerDelta] | None = None
 
     @property
     def failed(self) -> bool:
@@ -117,6 +121,8 @@ class WindowSample:
             d["shape_index"] = list(self.shape_index)
         if self.batch_size is not None:
             d["batch_size"] = self.batch_size
+        if self.steps is not None:
+            d["steps"] = {name: delta.to_dict() for name, delta in self.steps.items()}
         return d
 
     @classmethod
@@ -138,4 +144,6 @@ class WindowSample:
             send_latencies_us=[int(x) for x in sent] if sent is not None else None,
             shape_index=[int(x) for x in d["shape_index"]] if d.get("shape_index") is not None else None,
             batch_size=int(d["batch_size"]) if d.get("batch_size") is not None else None,
+            steps=({name: ServerDelta.from_dict(x) for name, x in d["steps"].items()}
+                   if d.get("steps") is not None else None),
         )

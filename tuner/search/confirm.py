@@ -9,6 +9,8 @@ drifts on the host in the meantime touches every config alike.
 
 Which configs (`plan`): the winner; every candidate whose best point is within NOISE of
 it (at most MAX_RIVALS: the next best, the simplest, then by value); and the baseline.
+How many rounds (`rounds_for`): the profile's `confirm_rounds`, fewer (not under
+FEWEST_ROUNDS) when many configs share the VISITS the phase aims at.
 
 How rounds become intervals (`analyse`). For config c, visit r gives throughput x_cr
 (requests completed / window time). The noise model: x_cr = mu_c * (1 + e_cr), the e_cr
@@ -68,6 +70,8 @@ BASELINE = "baseline"
 METHOD = "interleaved rounds; pooled relative spread, t interval; percentile by visit bootstrap"
 NOISE = 0.05        # a rival within this share of the winner's throughput is confirmed with it
 MAX_RIVALS = 4      # rivals confirmed besides the winner (and the baseline): a bound on the phase's time
+VISITS = 15         # visits the phase aims at when many configs are confirmed (`rounds_for`)
+FEWEST_ROUNDS = 3   # ... but never fewer rounds than this (unless the profile asks for fewer)
 SIGMA_FLOOR = 0.005  # no host measures throughput closer than this
 BOOTSTRAP = 400
 CONFIDENCE = 0.95
@@ -98,6 +102,13 @@ class Slot:
 
     candidate_id: str
     concurrency: int
+
+
+def rounds_for(configs: int, asked: int) -> int:
+    """Rounds for this many configs: the profile's `confirm_rounds`, fewer when many configs are
+    confirmed (VISITS in all, never under FEWEST_ROUNDS): the pooled spread gets its degrees of
+    freedom from every config, so more configs need fewer rounds each."""
+    return min(asked, max(FEWEST_ROUNDS, math.ceil(VISITS / max(1, configs))))
 
 
 def plan(rec: Recommendation, specs: dict[str, CandidateSpec]) -> list[Slot]:
@@ -304,7 +315,9 @@ def analyse(points: Iterable[ConfirmPoint], slots: list[Slot], specs: dict[str, 
     tied = tuple(x.candidate_id for x in pool if x is not chosen)
     gain = _gain(chosen, base, configs, keep)
     return Confirmation(best=best.candidate_id, recommended=chosen.candidate_id, tied_with=tied, keep_current=keep,
-                        gain=gain, reason=_reason(chosen, best, tied, keep, gain, rounds, c), **common)
+                        gain=gain, reason=_reason(chosen, best, tied, keep, gain, rounds, c,
+                                              next((x for x in configs if gain and x.candidate_id == gain.candidate_id),
+                                                   None)), **common)
 
 
 def _gain(chosen: ConfirmedConfig, base: ConfirmedConfig | None, configs: list[ConfirmedConfig],
@@ -324,15 +337,25 @@ def _gain(chosen: ConfirmedConfig, base: ConfirmedConfig | None, configs: list[C
 
 
 def _reason(chosen: ConfirmedConfig, best: ConfirmedConfig, tied: tuple[str, ...], keep: bool, gain: Gain | None,
-            rounds: int, c: Constraints) -> str:
+            rounds: int, c: Constraints, tuned: ConfirmedConfig | None = None) -> str:
+    """`tuned`: with `keep`, the tuned config the gain compares (None: none was measured)."""
     def ci(x: ConfirmedConfig) -> str:
         return f"{x.throughput.mean:.1f} [{x.throughput.lo:.1f}, {x.throughput.hi:.1f}] infer/s"
 
     g = (f"{gain.ratio:.2f}x [{gain.ci[0]:.2f}, {gain.ci[1]:.2f}] the baseline" if gain is not None else "")
     head = f"confirmed over {rounds} interleaved round(s)"
     if keep:
+        tail = f"; tied: {', '.join(tied)}" if tied else ""
+        if tuned is None or tuned.budget == "over":
+            # not a tie: the tuned configs failed the budget when measured again
+            who = tuned.candidate_id if tuned is not None else "every candidate"
+            return (f"{head}: keep the current config: {who} went over the {c.latency_percentile} budget of "
+                    f"{c.latency_budget_ms:g} ms when measured again" + (f" ({g})" if g else "") + tail)
+        if tuned.candidate_id not in tied:
+            return (f"{head}: keep the current config: no candidate beat it (the best, {tuned.candidate_id}, "
+                    f"gives {g})" + tail)
         return (f"{head}: keep the current config: the best candidate ({gain.candidate_id if gain else best.candidate_id}) "
-                f"gives {g or 'no more than it'}, within noise" + (f"; tied: {', '.join(tied)}" if tied else ""))
+                f"gives {g or 'no more than it'}, within noise" + tail)
     out = f"{head}: {chosen.candidate_id} gives {ci(chosen)} at {c.latency_percentile} {chosen.latency.mean:.2f} ms"
     if g:
         out += f", {g}"

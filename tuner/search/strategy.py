@@ -47,6 +47,11 @@ STRATEGIES = {"grid": GridStrategy, "smart": SmartStrategy}
 
 
 def make_strategy(name: str, profile, candidates: list[tuple[str, CandidateSpec]]) -> Strategy:
+    if name == "smart" and any(spec.sequence is not None for _, spec in candidates):
+        from tuner.errors import ProfileError
+        from tuner.profile_sequence import SMART_REFUSED
+
+        raise ProfileError(SMART_REFUSED)
     try:
         return STRATEGIES[name](profile, candidates)
     except KeyError:

@@ -102,11 +102,28 @@ def server_env(install: TritonInstall) -> dict[str, str]:
     return env
 
 
+def with_steps(names: list[str]) -> list[str]:
+    """`names` and, after each bundled ensemble, the bundled models its steps run (recursively)."""
+    from tuner.config import ensemble_steps, read_config
+
+    out: list[str] = []
+    todo = list(names)
+    while todo:
+        name = todo.pop(0)
+        if name in out:
+            continue
+        out.append(name)
+        cfg = BUNDLED_MODELS_DIR / name / "config.pbtxt"
+        if cfg.exists():
+            todo.extend(ensemble_steps(read_config(cfg)))
+    return out
+
+
 def prepare_repository(dest: Path, names: list[str]) -> Path:
-    """Copy bundled models into a model repository folder of tuner's own."""
+    """Copy bundled models (with a bundled ensemble's steps) into a model repository folder of tuner's own."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in names:
+    for name in with_steps(names):
         src = BUNDLED_MODELS_DIR / name
         if not (src / "config.pbtxt").exists():
             have = ", ".join(bundled_models())

@@ -20,6 +20,9 @@ linear model: fixed_cost_ms + per_item_cost_ms * batch):
                              instances of this model share one simulated device:
                              the rest of each execution holds a lock that every
                              instance (one stub process each) takes in turn
+    device                   the name of the simulated device the model runs on (""): models
+                             naming the same device share it, as several models share
+                             one GPU (with device_overlap below 1: one lock for all of them)
     max_supported_batch_size a config asking for a larger max_batch_size fails to
                              load, as a TensorRT plan built for a maximum batch does
 
@@ -55,8 +58,12 @@ class TritonPythonModel:
         self.rng = random.Random(os.getpid())
         self.lock_path = None
         if self.overlap < 1.0:
-            # one lock file per model repository: every instance (stub process) of this model shares it
-            self.lock_path = os.path.join(args.get("model_repository", "/tmp"), ".device.lock")
+            # one lock file per model folder: every instance (stub process) of this model shares it;
+            # a named device's lock sits in the repository, shared by every model naming it
+            model_dir = args.get("model_repository", "/tmp")
+            device = _param(params, "device", "")
+            self.lock_path = (os.path.join(os.path.dirname(model_dir.rstrip("/")), f".device-{device}.lock")
+                              if device else os.path.join(model_dir, ".device.lock"))
         # Emulates an engine built for a fixed maximum batch (as a TensorRT plan
         # is): a config asking for more fails to load, like the real thing.
         limit = _param(params, "max_supported_batch_size", "")
