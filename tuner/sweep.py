@@ -12,6 +12,12 @@ turns it off, the confirmation phase (`tuner/confirm.py`) measures the
 winner, its near ties and the baseline again in interleaved rounds; stored
 rounds are not measured again on resume. The session restores the
 original config at the end, after a failure and after Ctrl-C / SIGTERM.
+
+An ensemble (its steps, from ensemble_scheduling) or a BLS model with `[model]
+composing_models` is swept through that model, end to end: the candidates are
+joint settings of its steps (`tuner/steps.py` applies them, `search/joint.py`
+searches them), and every step is restored. The confirmation phase measures one
+model's configs, so a joint sweep skips it.
 """
 
 from __future__ import annotations

@@ -96,6 +96,10 @@ def _target(s: RunSession, profile: Profile, base: Dataset, baseline: Path | str
                                "sweep); use --config current")
         if key not in base.configs:
             raise CompareError(f"{baseline} has no config '{key}' (it has: {', '.join(base.configs)})")
+        if cfgmod.is_joint_dict(base.configs[key].spec):
+            raise CompareError(f"{baseline}: config '{key}' sets several models (an ensemble's or BLS model's "
+                               "steps); `tuner check` applies one model's config: deploy the recommended configs "
+                               "and use --config current")
         spec = cfgmod.CandidateSpec.from_dict(base.configs[key].spec)
         applied = cfgmod.make_candidate(s.original_config(profile.config_path), spec,
                                         first_dim_is_batch=profile.first_dim_is_batch)

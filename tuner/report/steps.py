@@ -80,8 +80,9 @@ def step_times(results: RunResults, rec: Recommendation) -> dict[str, dict]:
     out = {}
     for cid in dict.fromkeys(m.candidate_id for m in results.points):
         m = _shown_point(results, rec, cid)
-        if m is not None:
-            out[cid] = {"concurrency": m.concurrency, "steps": step_breakdown_ms(m)}
+        steps = step_breakdown_ms(m) if m is not None else {}
+        if steps:  # none: a single-model run, or no statistics
+            out[cid] = {"concurrency": m.concurrency, "steps": steps}
     return out
 
 
@@ -95,7 +96,7 @@ def spec_text(spec) -> str:
 
 def steps_section(results: RunResults, rec: Recommendation, models: list[str]) -> str:
     """The report's per-step table: queue and compute time per request of each model, per candidate."""
-    times = step_times(results, rec)
+    times = step_times(results, rec) if models else {}
     if not times:
         return ""
     head = "".join(f"<th>{esc(n)} queue ms</th><th>{esc(n)} compute ms</th>" for n in models)

@@ -8,6 +8,8 @@ between and beyond the listed values).
 Where each part lives:
     base.py      Step, Strategy (the observe / next_step protocol), BASELINE, climb_stop_reason
     grid.py      GridStrategy, the reference
+    joint.py     JointStrategy: several models tuned together (ensemble steps, BLS callees), the
+                 limiting one first (chosen by the sweep for such models, not by name)
     smart.py     SmartStrategy, the method
     bracket.py   one candidate's load level: bracketing, interpolation, elasticity
     ceiling.py   Bound: the throughput ceiling from the server's costs
