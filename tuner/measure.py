@@ -25,7 +25,7 @@ from tuner.load.spec import LoadSettings, LoadSpec, PointSamples
 from tuner.load.telemetry import default_metrics_url
 from tuner.load.traffic import Traffic, rate_segments
 from tuner.results.frame import shape_latencies
-from tuner.results.records import SCHEMA, CandidateRecord, Measurement, PointLoad
+from tuner.results.records import CandidateRecord, Measurement, PointLoad
 from tuner.server.connection import Connection, as_connection
 from tuner.session import RunSession, SessionSpec
 
@@ -197,8 +197,13 @@ def load_workers(m: Measurement) -> list[dict] | None:
     return list(out.values())
 
 
+# The `--json` form's own version, apart from the results file's (records.SCHEMA): its
+# fields have only been added to since 1 (client, lateness, latency_send_ms, input mix).
+JSON_SCHEMA = 1
+
+
 def summary_json(result: MeasureResult) -> dict:
-    """The `--json FILE` form: schema 1, one entry per load point."""
+    """The `--json FILE` form: JSON_SCHEMA, one entry per load point."""
     points = []
     for p in result.points:
         s = p.summary()
@@ -223,5 +228,5 @@ def summary_json(result: MeasureResult) -> dict:
             "responses_per_request": s.responses_per_request,
             "load_workers": load_workers(p),
         })
-    return {"schema": SCHEMA, "model": result.model, "server": result.server, "input_mix": result.input_mix,
+    return {"schema": JSON_SCHEMA, "model": result.model, "server": result.server, "input_mix": result.input_mix,
             "points": points}
