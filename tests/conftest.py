@@ -141,3 +141,11 @@ def remote_joint(remote_server):
     (`bls`, `bls_model`) in its repository (tests load them)."""
     prepare_repository(remote_server.model_repository, ["pipeline", "bls", "bls_model"])
     return remote_server
+
+
+@pytest.fixture(scope="session")
+def remote_multi(remote_server):
+    """The remote server with the bundled models that share one simulated device (`multi_a`,
+    `multi_b`) in its repository (tests load them)."""
+    prepare_repository(remote_server.model_repository, ["multi_a", "multi_b"])
+    return remote_server

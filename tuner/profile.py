@@ -10,7 +10,8 @@ reported as one line naming the file, the key and the fix.
                    sequence_length (a sequence model's requests per sequence; 0 = 8),
                    composing_models (the models a BLS model calls, as perf_analyzer's
                    --bls-composing-models: tuned together, the load still sent to [model] name; an
-                   ensemble's steps need no listing: they are read from its ensemble_scheduling)
+                   ensemble's steps need no listing: they are read from its ensemble_scheduling);
+                   [[model]] entries instead: several models on one server (profile_multi.py)
     [server]       ssl, root_certificates, private_key, certificate_chain (PEM paths),
                    [server.headers] Name = "env:VAR" (values only from the environment)
     [search]       max_batch_size, max_queue_delay_us, preferred_batch_size (a rule or list of rules:
@@ -50,6 +51,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from tuner.config import CandidateSpec, PREFERRED_RULES, SequenceSpace, expand_sequence_specs, expand_specs
+from tuner.profile_multi import read_models
 from tuner.profile_sequence import sequence_space
 from tuner.server.connection import Connection
 from tuner.errors import ProfileError
@@ -308,8 +310,8 @@ def parse_profile(text: str, path: Path | str = "<profile>", *, base_dir: Path |
     for section in doc:
         if section not in known:
             raise ProfileError(f"{where}: [{section}]: unknown section; sections are {', '.join(sorted(known))}")
-    model = _model_section(_Reader(where, doc.get("model", {}), "model"), at)
-    constraints = _constraints_section(_Reader(where, doc.get("constraints", {}), "constraints"))
+    # one [model] table, or [[model]] entries: several models on one server (profile_multi.py)
+    model, constraints = read_models(doc, where, at, _Reader, _model_section, _constraints_section)
     tls, headers = _server_section(_Reader(where, doc.get("server", {}), "server"), at)
     return Profile(
         name=path.stem, path=path, tls=tls, headers=headers, **model,

@@ -1,4 +1,7 @@
-"""The models a sweep tunes together behind the one its load is sent to.
+"""The models a sweep tunes together behind the one its load is sent to, or beside it.
+
+Models sharing one server (`[[model]]`, kind "multi") are tuned together the same way: the
+load goes to each of them at its share (`load/multi.py`), each within its own budget.
 
 An ensemble's steps (read from its `ensemble_scheduling`; only the steps that can batch are
 tuned) or the models a BLS model calls (`[model] composing_models`). The load goes through
@@ -39,13 +42,17 @@ class StepModels:
     def __init__(self, session, profile, run_dir: Path, entry: cfgmod.ModelConfig, names: list[str]):
         self.s, self.p, self.run_dir = session, profile, Path(run_dir)
         self.entry = entry  # the ensemble or BLS model the load is sent to, as served
-        self.kind = "ensemble" if entry.platform == "ensemble" else "bls"
+        self.kind = ("ensemble" if entry.platform == "ensemble" else "multi" if profile.constraints.models
+                     else "bls")
         self.models: dict[str, StepModel] = {}
         self.names = list(names)
 
     @staticmethod
     def wanted(profile, entry: cfgmod.ModelConfig) -> list[str]:
-        """The models to tune with `entry`: its ensemble steps, else the profile's composing models."""
+        """The models to tune with `entry`: the models sharing the server ([[model]], the entry first),
+        else its ensemble steps, else the profile's composing models."""
+        if profile.constraints.models:
+            return [sm.name for sm in profile.constraints.models]
         return cfgmod.ensemble_steps(entry) or list(profile.composing_models)
 
     def open(self) -> "StepModels":

@@ -16,8 +16,10 @@ original config at the end, after a failure and after Ctrl-C / SIGTERM.
 An ensemble (its steps, from ensemble_scheduling) or a BLS model with `[model]
 composing_models` is swept through that model, end to end: the candidates are
 joint settings of its steps (`tuner/steps.py` applies them, `search/joint.py`
-searches them), and every step is restored. The confirmation phase measures one
-model's configs, so a joint sweep skips it.
+searches them), and every step is restored. Models sharing one server (`[[model]]`)
+are swept the same way, all under load at once, each at its share of the requests
+(`load/multi.py`) and within its own budget (`search/multi.py`). The confirmation phase
+measures one model's configs, so a joint sweep skips it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tuner import config as cfgmod
 from tuner.errors import ConfigError, ModelLoadError, ServerError, TunerError
 from tuner.load import eventloop
 from tuner.load.client import LoadClient
+from tuner.load.multi import shared_plan
 from tuner.load.request import RequestPlan, build_request
 from tuner.load.telemetry import default_metrics_url
 from tuner.profile import Profile, load_run_profile, save_run_profile
@@ -41,6 +44,7 @@ from tuner.results.records import CandidateEnd, CandidateRecord, Measurement
 from tuner.results.rundir import RunLock, new_run_dir
 from tuner.results.store import load_results
 from tuner.search.joint import JointStrategy
+from tuner.search.multi import MultiStrategy
 from tuner.search.strategy import BASELINE, make_strategy
 from tuner.session import RunSession, SessionSpec
 from tuner.steps import StepModels
@@ -78,7 +82,8 @@ class Sweep:
         p = self.profile
         spec = SessionSpec("sweep", p.model, p.version, p.connection(), resume=resume,
                            resume_hint=f"tuner sweep --resume {self.run_dir}", profile=p.name,
-                           profile_sha256=p.sha256, models=p.composing_models)
+                           profile_sha256=p.sha256,
+                           models=p.composing_models or tuple(sm.name for sm in p.constraints.models[1:]))
         with RunSession(self.run_dir, spec, self.emit) as s:
             self.s = s
             if resume:
@@ -95,7 +100,7 @@ class Sweep:
                     cfgmod.make_candidate(original, cand, first_dim_is_batch=p.first_dim_is_batch)
                 except ConfigError:  # a broken original aborts; a refused candidate is recorded in its turn
                     cfgmod.check_tunable(original, first_dim_is_batch=p.first_dim_is_batch, where=p.model)
-            plan = build_request(readback, p.model, p.version, inputs=p.inputs)
+            plan = self._plan(readback)
             env = s.environment()
             env["input_mix"] = plan.mix  # what the requests carry: a baseline must match it
             s.record_run(env, candidates_planned=len(specs))
@@ -126,6 +131,15 @@ class Sweep:
         callees), opened in the session; None for a single model."""
         names = StepModels.wanted(self.profile, self.s.readback)
         return StepModels(self.s, self.profile, self.run_dir, self.s.readback, names).open() if names else None
+
+    def _plan(self, readback: cfgmod.ModelConfig) -> RequestPlan:
+        """What the load sends: the model's requests, or each shared model's at its share."""
+        p = self.profile
+        if not p.constraints.models:
+            return build_request(readback, p.model, p.version, inputs=p.inputs)
+        plans = [(sm.name, build_request(self.steps.models[sm.name].readback, sm.name, p.version, inputs=p.inputs))
+                 for sm in p.constraints.models]
+        return shared_plan(plans, [sm.share for sm in p.constraints.models])
 
     def _originals(self) -> tuple[cfgmod.ModelConfig, cfgmod.ModelConfig]:
         """(the config candidates are made from, the config the server served), kept in RUN/original/."""
@@ -163,7 +177,8 @@ class _Loop:
         self.configs = {BASELINE: readback}
         steps = sweep.steps
         if steps is not None:  # several models tuned together: coordinate descent over them
-            self.strategy = JointStrategy(self.p, steps.names, steps.originals(), steps.options())
+            kind = MultiStrategy if steps.kind == "multi" else JointStrategy
+            self.strategy = kind(self.p, steps.names, steps.originals(), steps.options())
             self.candidates = self.strategy.candidates
         else:
             self.strategy = make_strategy(self.p.search.strategy, self.p, self.candidates)
@@ -279,7 +294,7 @@ class _Loop:
             metrics_url = srv.metrics_url or default_metrics_url(srv.url)
             steps = tuple(self.sw.steps.names) if self.sw.steps is not None else ()
             self.client = await LoadClient(srv.connection, p.model, p.version, metrics_url=metrics_url,
-                                           step_models=steps).__aenter__()
+                                           step_models=steps, shared=bool(p.constraints.models)).__aenter__()
         self.sw.emit("level", candidate_id=cid, concurrency=level)
         samples = await self.client.closed_loop(self.plan, level, p.measurement)
         m = Measurement(candidate_id=cid, concurrency=level, windows=samples.windows,

@@ -51,7 +51,7 @@ from tuner.load.request import DTYPES, RequestPlan, ResponseChecker, build_reque
 from tuner.load.source import LoadSource, LocalSource, load_error
 from tuner.load.spec import ARRIVALS, LoadSettings, LoadShare, LoadSpec, PointSamples, resolve_workers
 from tuner.results.samples import ServerDelta
-from tuner.results.stats import is_stable
+from tuner.results.stats import is_stable, merge_server
 from tuner.server.connection import Connection, as_connection
 
 # The load's public names, wherever they live.
@@ -106,12 +106,15 @@ class LoadClient:
     `url` is host:port or a `connection.Connection` (TLS, request headers);
     `metrics_url` is the server's Prometheus endpoint (None: no telemetry);
     `step_models`: models the requests pass through (an ensemble's steps, a BLS model's callees):
-    each window also keeps their statistics deltas (`WindowSample.steps`).
+    each window also keeps their statistics deltas (`WindowSample.steps`). `shared`: the step models
+    share the server, each sent its own requests (load/multi.py): a window's server figures are theirs
+    together, not `model`'s alone.
     """
 
     def __init__(self, url: "str | Connection", model: str, version: str = "", metrics_url: str | None = None,
-                 step_models: tuple[str, ...] = ()):
+                 step_models: tuple[str, ...] = (), shared: bool = False):
         self.step_models = tuple(step_models)
+        self.shared = shared
         self.connection = as_connection(url)
         self.url = self.connection.url
         self.model = model
@@ -224,7 +227,11 @@ class LoadClient:
                 stats_after = await self.statistics()
                 tele_after = await self.telemetry()
                 name = self.model if self.step_models else None
-                window.server = _server_delta(stats_before, stats_after, name)
+                if self.shared:  # every model's requests: their deltas summed
+                    window.server = merge_server([_server_delta(stats_before, stats_after, m)
+                                                  for m in self.step_models])
+                else:
+                    window.server = _server_delta(stats_before, stats_after, name)
                 if self.step_models:
                     window.steps = {m: _server_delta(stats_before, stats_after, m) for m in self.step_models}
                 window.telemetry = telemetry.window_telemetry(tele_before, tele_after)

@@ -14,7 +14,7 @@ from tuner import config as cfgmod
 from tuner.errors import StoreError
 from tuner.profile import load_run_profile
 from tuner.report.confirmation import batch_histograms
-from tuner.report.steps import read_steps, step_times, write_recommended
+from tuner.report.steps import read_steps, shared_latencies, step_times, write_recommended
 from tuner.search.confirm import final as final_recommendation
 from tuner.search.recommend import OperatingPoint, Recommendation
 from tuner.results.rundir import RunLock
@@ -147,6 +147,8 @@ def finalize_run(run_dir: Path) -> dict:
         original_txt, recommended_txt, diff, files = write_recommended(run_dir, results, rec, joint["models"])
         summary.update({"kind": joint["kind"], "steps": joint["models"], "recommended_configs": files,
                         "step_times_ms": step_times(results, rec)})
+        if profile.constraints.models:  # models sharing the server: each one's latency beside its budget
+            summary["model_latency_ms"] = shared_latencies(results, rec, profile.constraints.models)
     else:
         original_txt, recommended_txt, diff = recommended_config(run_dir, results, rec, profile)
         write_atomic(run_dir / "recommended" / "config.pbtxt", recommended_txt)

@@ -19,10 +19,11 @@ from tuner.errors import StoreError
 from tuner.report.text import esc
 from tuner.results.records import Measurement
 from tuner.results.store import RunResults, write_atomic
+from tuner.search.budgets import model_latencies_ms
 from tuner.search.joint import step_breakdown_ms
 from tuner.search.recommend import Recommendation
 
-STEPS_FILE = "steps.json"  # RUN/original/steps.json: {"kind": "ensemble" | "bls", "models": [...]}
+STEPS_FILE = "steps.json"  # RUN/original/steps.json: {"kind": "ensemble" | "bls" | "multi", "models": [...]}
 
 
 def read_steps(run_dir: Path) -> dict | None:
@@ -116,3 +117,17 @@ def steps_section(results: RunResults, rec: Recommendation, models: list[str]) -
             "statistics API, at each candidate's best point within the constraints (else its highest load). "
             "The search tunes the model with the most time first.</p><table class=\"cands\"><tr><th>candidate"
             f"</th><th>concurrency</th>{head}</tr>{''.join(rows)}</table></section>")
+
+
+def shared_latencies(results: RunResults, rec: Recommendation, models) -> dict[str, dict]:
+    """Models sharing the server: the recommended and baseline points' latency per model, each at its own
+    percentile (ms) beside its budget (summary.json's `model_latency_ms`)."""
+    out = {}
+    for role, op in (("recommended", rec.best), ("baseline", rec.baseline)):
+        m = None if op is None else next((p for p in results.points if p.candidate_id == op.candidate_id
+                                          and p.concurrency == op.concurrency and p.status == "ok"), None)
+        if m is not None:
+            lat = model_latencies_ms(m, models)
+            out[role] = {sm.name: {"percentile": sm.latency_percentile, "latency_ms": lat[sm.name],
+                                   "budget_ms": sm.latency_budget_ms, "share": sm.share} for sm in models}
+    return out

@@ -14,7 +14,9 @@ is not), and may pick any integer load in the profile's range:
     throughput has plateaued near saturation;
   * bracketed: interpolate log latency vs log load to 98% of the budget (or `lo`'s own
     slope, whichever reaches further, since one stalled window can make `hi`'s percentile
-    many times the budget), kept within 15..85% of the interval so the brackets shrink.
+    many times the budget), kept within 15..85% of the interval so the brackets shrink,
+    and bisected once two points above `lo` are over the budget (an interpolation that
+    keeps landing just under `hi` would otherwise shrink the interval by 15% a point).
 
 No step moves the load by more than MAX_STEP x. The candidate is done when at most
 GAIN_TOL more throughput can lie between `lo` and `hi` (throughput does not fall as load
@@ -284,7 +286,11 @@ class LoadSearch:
             return None, (f"budget: concurrency {lo.concurrency} meets it ({pct} {lo.latency_ms:.2f} ms), "
                           f"{hi.concurrency} does not ({hi.latency_ms:.2f} ms); at most {self.gain_tol:.0%} "
                           f"more load fits")
-        # never at the brackets' edge: each step must shrink the interval noticeably
+        # never at the brackets' edge: each step must shrink the interval noticeably; once two
+        # points lie over the budget above lo, the interpolation has missed once: bisect, since
+        # it keeps landing just under hi where latency bends up near the budget (15% a point)
+        if sum(1 for p in pts if p.concurrency > lo.concurrency and not p.within) >= 2:
+            t = min(t, 0.5)
         target = _log_between(lo.concurrency, hi.concurrency, min(0.85, max(0.15, t)))
         nxt = self.free(round(target), every, lo.concurrency, hi.concurrency)
         if nxt is None:

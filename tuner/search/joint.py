@@ -81,6 +81,12 @@ class JointStrategy(Strategy):
         self.skips: list[Step] = []
         self.notes: list[str] = []  # how the search went, in words (the sweep prints them)
 
+    focus_share = FOCUS_SHARE  # a model scoring under this share of the top score is skipped
+
+    def limit_scores(self, focus: Measurement) -> dict[str, float]:
+        """How much each model limits at the focus point (higher: tuned first): its server time per request."""
+        return step_times_ms(focus)
+
     # -- one candidate's climb through the listed levels
     def _climb(self, cid: str, spec: JointSpec) -> Step | None:
         """The candidate's next step; None once it has ended."""
@@ -173,12 +179,12 @@ class JointStrategy(Strategy):
             self.done_models = set()
             left = list(self.models)
         focus = self._focus_point(self.current[0])
-        times = step_times_ms(focus) if focus is not None else {}
+        times = self.limit_scores(focus) if focus is not None else {}
         # the limiting model first; models without statistics keep their order, after those with
         ranked = sorted(left, key=lambda m: (-times.get(m, -1.0), self.models.index(m)))
         model = ranked[0]
         top = max(times.values(), default=0.0)
-        if times and model in times and top > 0 and times[model] < FOCUS_SHARE * top:
+        if times and model in times and top > 0 and times[model] < self.focus_share * top:
             limiting = max(times, key=times.get)
             for m in ranked:
                 self._skip_model(m, f"{m} is not where time goes: {times.get(m, 0.0):.2f} ms per request on the "

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 from tuner.results.records import Measurement
 from tuner.results.store import RunResults
+from tuner.search.budgets import SharedModel, budget_ratios, budgets_met
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99")
 GOALS = ("max_throughput", "min_latency", "max_throughput_per_instance", "min_energy")
@@ -43,6 +44,8 @@ class Constraints:
     min_throughput_infer_per_s: float = 0.0
     max_gpu_memory_mb: float | None = None
     max_error_rate: float = 0.0  # fraction of requests allowed to fail
+    # several models sharing the server ([[model]]): each one's share and own budget (search/budgets.py)
+    models: tuple[SharedModel, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,7 +147,8 @@ def meets(p: OperatingPoint, m: Measurement, c: Constraints) -> bool:
             and p.gpu_memory_mb > c.max_gpu_memory_mb):
         return False
     lat = p.latency_ms[c.latency_percentile]
-    return lat == lat and lat <= c.latency_budget_ms and p.throughput_infer_per_s >= c.min_throughput_infer_per_s
+    return (lat == lat and lat <= c.latency_budget_ms and p.throughput_infer_per_s >= c.min_throughput_infer_per_s
+            and budgets_met(m, c.models))
 
 
 def objective_key(goal: str, pct: str):
@@ -186,6 +190,8 @@ def violation(p: OperatingPoint, m: Measurement, c: Constraints) -> float:
         worst = max(worst, p.gpu_memory_mb / c.max_gpu_memory_mb)
     if p.errors:
         worst = max(worst, 1.0 + error_rate(p, m))
+    if c.models:
+        worst = max(worst, *budget_ratios(m, c.models).values())
     return worst
 
 
@@ -200,6 +206,9 @@ def _needs(c: Constraints) -> str:
         out += f" with >= {c.min_throughput_infer_per_s:g} infer/s"
     if c.max_gpu_memory_mb is not None:
         out += f" within {c.max_gpu_memory_mb:g} MB of GPU memory"
+    if c.models:
+        out += " and, each on its own requests, " + ", ".join(
+            f"{sm.name} {sm.latency_percentile} <= {sm.latency_budget_ms:g} ms" for sm in c.models)
     return out
 
 

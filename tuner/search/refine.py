@@ -99,3 +99,31 @@ def _best(strategy, w: CandidateSpec, values: list[int]) -> tuple[float, Candida
         if best is None or v > best[0]:
             best = (v, spec)
     return best
+
+
+def neighbour_settings(strategy, spec: CandidateSpec) -> set[tuple[int, tuple[int, ...]]]:
+    """(queue delay, preferred sizes) that won, at `spec`'s instances, at the tried
+    max_batch_size values nearest below and above `spec`'s: a refined value takes these
+    besides the incumbent's settings. Every listed queue delay at every refined value would
+    cost a point or two each where the delay does not matter; where it does, the winners at
+    the neighbours show which delay to try in between."""
+    rivals = [s for cid, s in strategy.specs.items() if s.dynamic_batching and s.instance_count == spec.instance_count
+              and cid in strategy.points and strategy.points[cid]]
+    tried = sorted({s.max_batch_size for s in rivals})
+    below = [b for b in tried if b < spec.max_batch_size][-1:]
+    above = [b for b in tried if b > spec.max_batch_size][:1]
+    out: set[tuple[int, tuple[int, ...]]] = set()
+    for mbs in below + above:
+        best: tuple[float, CandidateSpec] | None = None
+        for s in rivals:
+            if s.max_batch_size != mbs:
+                continue
+            ops = [p.op for p in strategy._pts(s.candidate_id) if p.meets and p.op is not None]
+            if not ops:
+                continue
+            v = max(strategy._value(op) if strategy.goal != "min_latency" else -strategy._value(op) for op in ops)
+            if best is None or v > best[0]:
+                best = (v, s)
+        if best is not None:
+            out.add((best[1].max_queue_delay_us, _preferred_for(best[1], spec.max_batch_size)))
+    return out

@@ -18,9 +18,9 @@
    own points, may show that it cannot beat the incumbent: it stops there.
 4. When everything listed is done, max_batch_size is refined (`refine.py`): between the
    incumbent's listed neighbours, and beyond the largest listed value when the incumbent
-   is the largest, a value the model predicts better than the incumbent is added as listed
-   values are (every queue delay and preferred-size rule, the incumbent's instances), the
-   predicted one measured first, the others judged like any candidate; refining
+   is the largest, a value the model predicts better than the incumbent is added at the
+   incumbent's settings, measured first, and at the settings that won at the tried values
+   next to it (judged like any candidate); refining
    stops once a refined candidate does not become the incumbent (the model's suggestion
    failed: it is no guide there) or after MAX_REFINED.
 5. The winner's load at the budget is bracketed more finely (POLISH_TOL, at most
@@ -45,7 +45,7 @@ from tuner.search.ceiling import Bound, throughput_bound
 from tuner.search.judge import cannot_beat_any, hopeless
 from tuner.search.model import BatchModel, Prediction
 from tuner.search.recommend import OperatingPoint, objective_key, objective_value
-from tuner.search.refine import propose
+from tuner.search.refine import neighbour_settings, propose
 
 
 class SmartStrategy(Strategy):
@@ -223,9 +223,10 @@ class SmartStrategy(Strategy):
                 - len(spec.preferred_batch_size) * 1e-12, -self.order.index(cid))
 
     def _refinement(self, inc: OperatingPoint | None) -> Step | None:
-        """A new max_batch_size (`refine.propose`), added as a listed one would be: with every
-        listed queue delay and preferred-size rule (at the incumbent's instances), the proposed
-        one measured first, the others judged like any candidate."""
+        """A new max_batch_size (`refine.propose`) at the incumbent's queue delay, preferred-size
+        rule and instances, measured first; with it, judged like any candidate, the settings that
+        won at the tried max_batch_size values next to it (`refine.neighbour_settings`): the queue
+        delay axis was searched on those, and the best setting there is the guess in between."""
         if inc is None or len(self.refined) >= self.MAX_REFINED or self.goal == "min_latency":
             return None
         if self.refined and inc.candidate_id not in self.refined[-1]:
@@ -234,9 +235,11 @@ class SmartStrategy(Strategy):
         if spec is None:
             return None
         sp = self.profile.search
+        keep = neighbour_settings(self, spec)
         group = [spec] + [s for s in expand_specs([spec.max_batch_size], list(sp.max_queue_delay_us),
                                                   [spec.instance_count], sp.preferred_batch_size)
-                          if s.candidate_id not in self.specs and s != spec]
+                          if s.candidate_id not in self.specs and s != spec
+                          and (s.max_queue_delay_us, s.preferred_batch_size) in keep]
         for s in group:
             self.specs[s.candidate_id] = s
             self.order.append(s.candidate_id)

@@ -1,0 +1,1 @@
+../../synthetic/1/model.py
