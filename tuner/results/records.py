@@ -25,6 +25,10 @@ Schema history:
      "direct" | "oldest", "max_candidate_sequences"}, `config.SequenceSpec`):
      its max_batch_size, max_queue_delay_us and preferred_batch_size are then
      the sequence batcher's, and dynamic_batching is false.
+     Several models sharing one server (`[[model]]`): the run's
+     input_mix has "models" and one "shapes" entry per model (its share as
+     the weight), so a window's shape_index says whose request each latency
+     was; every window's "server" is the listed models' deltas summed.
      Schema 1 files read as before (no field of theirs changed meaning).
 
 Record types, in the order a run writes them:
