@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,30 @@ def subprocess_env() -> dict:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def interrupt_sweep(profile: Path, run: Path, sig: int, candidate_loaded, wait_s: float = 120.0) -> tuple[int, str]:
+    """`tuner sweep PROFILE --out RUN`, sent `sig` once a candidate (not the baseline) has a point
+    and `candidate_loaded()` agrees that the server holds it: (exit code, stderr)."""
+    from tuner.results.store import read_records
+
+    proc = subprocess.Popen(TUNER + ["sweep", str(profile), "--out", str(run)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    try:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            recs = list(read_records(run / "results.jsonl")) if (run / "results.jsonl").exists() else []
+            if any(r["type"] == "point" and r["candidate_id"] != "baseline" for r in recs):
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        assert candidate_loaded()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
 
 
 def stub_pids(under: Path) -> list[int]:

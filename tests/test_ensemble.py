@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import time
 from collections import Counter
 
 import pytest
@@ -24,7 +22,7 @@ from tuner.search.joint import JointStrategy, step_times_ms
 from tuner.server.install import BUNDLED_MODELS_DIR
 from tuner.sweep import run_sweep
 
-from .conftest import ROOT, TUNER, subprocess_env, write_profile
+from .conftest import interrupt_sweep, write_profile
 
 pytestmark = pytest.mark.timeout(240)
 STEPS = ["pipeline_pre", "pipeline_model", "pipeline_post"]
@@ -128,23 +126,8 @@ def test_sigterm_mid_pipeline_sweep_restores_every_step(remote_joint, remote_con
     profile = write_profile(tmp_path / "p.toml", model="pipeline", url=remote_joint.url, max_batch_size=(8,),
                             instances=(2,), concurrency=(4, 8, 16, 32), budget_ms=500.0, window_s=0.3)
     run = tmp_path / "run"
-    proc = subprocess.Popen(TUNER + ["sweep", str(profile), "--out", str(run)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            recs = list(read_records(run / "results.jsonl")) if (run / "results.jsonl").exists() else []
-            if any(r["type"] == "point" and r["candidate_id"] != "baseline" for r in recs):
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
-        assert _configs(remote_control, STEPS) != before  # a candidate is loaded
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+    code, err = interrupt_sweep(profile, run, signal.SIGTERM, lambda: _configs(remote_control, STEPS) != before)
+    assert code == 143, err
     assert _configs(remote_control, STEPS) == before and remote_control.is_loaded("pipeline")
 
 

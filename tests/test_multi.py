@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,13 +21,13 @@ from tuner.load.request import RequestPlan
 from tuner.profile import load_profile, parse_profile
 from tuner.results.records import Measurement
 from tuner.results.samples import ServerDelta, WindowSample
-from tuner.results.store import load_results, read_records
+from tuner.results.store import load_results
 from tuner.search.budgets import model_latencies_ms
 from tuner.search.multi import MultiStrategy
 from tuner.search.recommend import recommend
 from tuner.sweep import run_sweep
 
-from .conftest import ROOT, TUNER, subprocess_env
+from .conftest import interrupt_sweep
 
 pytestmark = pytest.mark.timeout(240)
 MODELS = ["multi_a", "multi_b"]
@@ -143,23 +141,8 @@ def test_multi_sweep_sigterm_restores_both_and_resume_recommends_each(remote_mul
     profile = tmp_path / "p.toml"
     profile.write_text(_profile_text(remote_multi.url, mbs=(16, 32), concurrency=(16,)))
     run = tmp_path / "run"
-    proc = subprocess.Popen(TUNER + ["sweep", str(profile), "--out", str(run)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            recs = list(read_records(run / "results.jsonl")) if (run / "results.jsonl").exists() else []
-            if any(r["type"] == "point" and r["candidate_id"] != "baseline" for r in recs):
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
-        assert _configs(remote_control) != before  # a candidate is loaded
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+    code, err = interrupt_sweep(profile, run, signal.SIGTERM, lambda: _configs(remote_control) != before, wait_s=90)
+    assert code == 143, err
     assert _configs(remote_control) == before
 
     out = run_sweep(load_profile(str(profile)), run, resume=True)

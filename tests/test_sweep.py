@@ -17,7 +17,7 @@ from tuner.results.store import load_results, read_records
 from tuner.server.install import BUNDLED_MODELS_DIR
 from tuner.sweep import run_sweep
 
-from .conftest import ROOT, TUNER, subprocess_env, write_profile
+from .conftest import ROOT, TUNER, interrupt_sweep, subprocess_env, write_profile
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -124,24 +124,9 @@ def test_sigint_restores_original_config_on_remote_server(remote_server, remote_
     profile = write_profile(tmp_path / "p.toml", url=remote_server.url, max_batch_size=(4, 16),
                             concurrency=(1, 4, 8))
     run = tmp_path / "run"
-    proc = subprocess.Popen(TUNER + ["sweep", str(profile), "--out", str(run)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
-    try:
-        # wait until a candidate (not the baseline) is loaded and measuring
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            recs = list(read_records(run / "results.jsonl")) if (run / "results.jsonl").exists() else []
-            if any(r["type"] == "point" and r["candidate_id"] != "baseline" for r in recs):
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
-        assert format_config(remote_control.model_config("synthetic")) != original
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    code, err = interrupt_sweep(profile, run, signal.SIGINT,
+                                lambda: format_config(remote_control.model_config("synthetic")) != original)
+    assert code == 130, err
     assert "--resume" in err and "Traceback" not in err
     assert format_config(remote_control.model_config("synthetic")) == original
     # what was measured is on disk

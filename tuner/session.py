@@ -164,15 +164,16 @@ class RunSession:
         self.record(run)
         return run
 
-    def original_config(self, config_path: Path | None = None,
-                        readback: cfgmod.ModelConfig | None = None) -> cfgmod.ModelConfig:
+    def original_config(self, config_path: Path | None = None, readback: cfgmod.ModelConfig | None = None,
+                        model: str | None = None) -> cfgmod.ModelConfig:
         """The config candidates are made from: the profile's config file, else the embedded
         repository's config.pbtxt, else what the server read back (`readback`, default the
-        session's: a remote server's files are out of reach)."""
+        session's: a remote server's files are out of reach). `model`: another model the run
+        opened (default the session's own)."""
         if config_path is not None:
             return cfgmod.read_config(config_path)
         if self.server.embedded is not None:
-            f = self.server.embedded.model_repository / self.spec.model / "config.pbtxt"
+            f = self.server.embedded.model_repository / (model or self.spec.model) / "config.pbtxt"
             if f.exists():
                 return cfgmod.read_config(f)
         return readback if readback is not None else self.readback

@@ -62,7 +62,7 @@ class StepModels:
         tunable = []
         for name in self.names:
             readback = self._stored_readback(name) or self.s.open_model(name)
-            original = self._original(name, readback)
+            original = self.s.original_config(readback=readback, model=name)
             if self.kind == "ensemble" and original.max_batch_size == 0:
                 continue  # a step that cannot batch: nothing of it to tune
             cfgmod.check_tunable(original, where=name)
@@ -86,14 +86,6 @@ class StepModels:
         readback = cfgmod.config_from_json(f.read_text(encoding="utf-8"))
         self.s.open_model(name)
         self.s.models[name].original = readback  # restore to what the first session found
-        return readback
-
-    def _original(self, name: str, readback: cfgmod.ModelConfig) -> cfgmod.ModelConfig:
-        emb = self.s.server.embedded
-        if emb is not None:
-            f = emb.model_repository / name / "config.pbtxt"
-            if f.exists():
-                return cfgmod.read_config(f)
         return readback
 
     def _keep(self, name: str, original: cfgmod.ModelConfig, readback: cfgmod.ModelConfig) -> None:

@@ -226,14 +226,12 @@ class LoadClient:
                     break
                 stats_after = await self.statistics()
                 tele_after = await self.telemetry()
-                name = self.model if self.step_models else None
-                if self.shared:  # every model's requests: their deltas summed
-                    window.server = merge_server([_server_delta(stats_before, stats_after, m)
-                                                  for m in self.step_models])
-                else:
-                    window.server = _server_delta(stats_before, stats_after, name)
-                if self.step_models:
+                if self.step_models and stats_before is not None and stats_after is not None:
                     window.steps = {m: _server_delta(stats_before, stats_after, m) for m in self.step_models}
+                if self.shared:  # every model was sent its own requests: the window's figures are theirs summed
+                    window.server = merge_server(list(window.steps.values())) if window.steps else None
+                else:
+                    window.server = _server_delta(stats_before, stats_after, self.model if self.step_models else None)
                 window.telemetry = telemetry.window_telemetry(tele_before, tele_after)
                 result.windows.append(window)
                 stats_before, tele_before = stats_after, tele_after

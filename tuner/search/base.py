@@ -89,3 +89,23 @@ class Strategy:
     def _end(self, cid: str, reason: str) -> Step:
         self.ended.add(cid)
         return Step("end", cid, reason=reason)
+
+    def _climb(self, cid: str, spec) -> Step | None:
+        """The candidate's next listed load level (grid's rule, `climb_stop_reason`), or its end;
+        None once it has ended."""
+        if cid in self.ended:
+            return None
+        if cid in self.failed:
+            return self._end(cid, "failed")
+        p = self.profile
+        c = p.constraints
+        pts = self.points.get(cid, [])
+        if pts:
+            reason = climb_stop_reason(pts, c.latency_percentile, c.latency_budget_ms, p.search.plateau_pct)
+            if reason is not None:
+                return self._end(cid, reason)
+        done = {m.concurrency for m in pts}
+        todo = [level for level in p.search.concurrency if level not in done]
+        if not todo:
+            return self._end(cid, "max_load")
+        return Step("measure", cid, spec, todo[0])

@@ -10,7 +10,7 @@ follows a budget that has not bound beyond them, up to the load cap.
 
 from __future__ import annotations
 
-from tuner.search.base import Step, Strategy, climb_stop_reason
+from tuner.search.base import Step, Strategy
 
 
 class GridStrategy(Strategy):
@@ -20,21 +20,8 @@ class GridStrategy(Strategy):
     name = "grid"
 
     def next_step(self) -> Step | None:
-        p = self.profile
-        c = p.constraints
         for cid, spec in self.candidates:
-            if cid in self.ended:
-                continue
-            if cid in self.failed:
-                return self._end(cid, "failed")
-            pts = self.points[cid]
-            if pts:
-                reason = climb_stop_reason(pts, c.latency_percentile, c.latency_budget_ms, p.search.plateau_pct)
-                if reason is not None:
-                    return self._end(cid, reason)
-            done = {m.concurrency for m in pts}
-            todo = [level for level in p.search.concurrency if level not in done]
-            if not todo:
-                return self._end(cid, "max_load")
-            return Step("measure", cid, spec, todo[0])
+            step = self._climb(cid, spec)
+            if step is not None:
+                return step
         return None

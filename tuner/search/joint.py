@@ -29,7 +29,7 @@ from __future__ import annotations
 from tuner.config import CandidateSpec, JointSpec
 from tuner.results.records import Measurement
 from tuner.results.stats import merge_server
-from tuner.search.base import BASELINE, Step, Strategy, climb_stop_reason
+from tuner.search.base import BASELINE, Step, Strategy
 from tuner.search.recommend import OperatingPoint, meets, objective_key
 
 FOCUS_SHARE = 0.25  # a model under this share of the limiting model's time per request is not tuned
@@ -86,25 +86,6 @@ class JointStrategy(Strategy):
     def limit_scores(self, focus: Measurement) -> dict[str, float]:
         """How much each model limits at the focus point (higher: tuned first): its server time per request."""
         return step_times_ms(focus)
-
-    # -- one candidate's climb through the listed levels
-    def _climb(self, cid: str, spec: JointSpec) -> Step | None:
-        """The candidate's next step; None once it has ended."""
-        if cid in self.ended:
-            return None
-        if cid in self.failed:
-            return self._end(cid, "failed")
-        pts = self.points.get(cid, [])
-        if pts:
-            reason = climb_stop_reason(pts, self.c.latency_percentile, self.c.latency_budget_ms,
-                                       self.profile.search.plateau_pct)
-            if reason is not None:
-                return self._end(cid, reason)
-        done = {m.concurrency for m in pts}
-        todo = [level for level in self.profile.search.concurrency if level not in done]
-        if not todo:
-            return self._end(cid, "max_load")
-        return Step("measure", cid, spec, todo[0])
 
     def _best(self, cid: str) -> OperatingPoint | None:
         """The candidate's best point meeting every constraint, or None."""
