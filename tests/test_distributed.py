@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -79,14 +81,16 @@ def _end(pids: set[int]) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     """Two Ray nodes on this host; every Ray process it started is gone when it ends.
 
     `Cluster` writes <RAY_TMPDIR, else TMPDIR, else /tmp>/ray/ray_current_cluster whatever
     temp_dir says, and fails when that folder does not exist (a fresh machine): point
-    RAY_TMPDIR at this test's folder, so nothing is written under /tmp/ray either.
+    RAY_TMPDIR at this test's folder, so nothing is written under /tmp/ray either. The folder
+    is a short one of its own: Ray's socket paths under it must stay within AF_UNIX's 107
+    bytes, which pytest's (per xdist worker) folders can overrun.
     """
-    tmp = tmp_path_factory.mktemp("ray")
+    tmp = Path(tempfile.mkdtemp(prefix="tr-"))
     (tmp / "ray").mkdir()
     before = set(_children().get(os.getpid(), []))
     nodes: set[int] | None = None  # the node processes: children of this process; workers and actors are theirs
@@ -109,6 +113,7 @@ def cluster(tmp_path_factory):
             if c is not None:
                 c.shutdown()
             _end(ray_pids)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run(url, model, plan, concurrency, settings, during=None):
