@@ -126,6 +126,7 @@ def _run(url, model, plan, concurrency, settings, during=None):
     return asyncio.run(go())
 
 
+@pytest.mark.quiet
 def test_two_nodes_match_one_process(cluster, remote_server):
     plan = request_plan(remote_server.url, "synthetic")
     # one transport for both (auto would pick the stream for 2 in flight per actor)
@@ -144,8 +145,7 @@ def test_two_nodes_match_one_process(cluster, remote_server):
         assert sorted(window.latencies_us) == sorted(x for p in per for x in p.latencies_us)
         assert window.client["workers"] == 2 and window.client["target"] == 4.0
         assert [w["target"] for w in window.workers] == [2.0, 2.0]
-        # client_bound is judged per worker; with other tests sharing the 2 cores it may be True
-        assert all(w["completed"] > 0 and isinstance(w["client_bound"], bool) for w in window.workers)
+        assert all(w["completed"] > 0 and w["client_bound"] is False for w in window.workers)
         assert not window.failed
     a, b = summarize(one.windows, 3), summarize(two.windows, 3)
     print("1 process:", a.latency_ms["p50"], a.throughput_infer_per_s,

@@ -137,6 +137,7 @@ def test_two_processes_merge_exactly(remote_server):
 # ------------------------------------------------------------- open loop ---
 
 @pytest.mark.triton
+@pytest.mark.quiet
 def test_request_rate_is_held_below_saturation(remote_server):
     # synthetic: one instance, 2.5 ms per request -> ~400/s at most; ask for 150/s
     plan = request_plan(remote_server.url, "synthetic")
@@ -158,6 +159,7 @@ def test_request_rate_is_held_below_saturation(remote_server):
 
 
 @pytest.mark.triton
+@pytest.mark.quiet
 def test_rate_far_above_saturation_is_flagged_server_bound(remote_server):
     # 1500/s offered to a model that completes ~400/s: requests go out on time
     # until max_inflight are outstanding, then sends wait for the server. That is
@@ -188,6 +190,7 @@ def test_several_request_rates_each_kept_in_results(remote_server, tmp_path):
 
 
 @pytest.mark.triton
+@pytest.mark.quiet
 def test_measure_cli_request_rate(remote_server, tmp_path):
     out = tmp_path / "m.json"
     proc = subprocess.run(
