@@ -27,11 +27,13 @@ import argparse
 import asyncio
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROUNDS = 4  # side-by-side rounds of the two picks
@@ -191,7 +193,10 @@ def one_surface(surface, keep: Path | None = None, reuse_grid: Path | None = Non
             grid = run_one("grid", work, surface, srv.url,
                            reuse_grid / surface.name / "run-grid" if reuse_grid is not None else None)
             smart = run_one("smart", work, surface, srv.url)
-            ratio, rounds = remeasure(srv.url, grid, smart)
+            # in a process of its own: gRPC's asyncio poller stays bound to the sweeps' closed
+            # event loops, and a second asyncio.run here fills the log with its complaints
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+                ratio, rounds = ex.submit(remeasure, srv.url, grid, smart).result()
             load_after = os.getloadavg()[0]
     finally:
         if keep is not None:

@@ -14,7 +14,7 @@ from tuner.report.outputs import finalize_run, report_run
 from tuner.results.records import SCHEMA, CandidateRecord, ConfirmPlan, ConfirmPoint, Measurement
 from tuner.results.stats import ServerDelta, WindowSample
 from tuner.results.store import RunResults, append_record, load_results
-from tuner.search.confirm import Slot, analyse, plan, rounds_for, simplicity, t975
+from tuner.search.confirm import Slot, analyse, plan, rounds_for, simplicity, t975, undecided
 from tuner.search.recommend import Constraints, recommend
 from tuner.search.surfaces import SURFACES, Surface
 from tuner.server.install import BUNDLED_MODELS_DIR
@@ -118,6 +118,27 @@ def test_baseline_within_noise_means_keep_the_current_config():
     # the same winner, clearly ahead: it is recommended
     far = analyse(rounds({w: 1500.0, "baseline": 1000.0}, 4, 0.04, seed=2), slots(w, "baseline"), SPECS, C)
     assert not far.keep_current and far.recommended == w and far.gain.significant
+
+
+def test_an_undecided_keep_asks_for_more_rounds_of_the_two_configs_that_decide_it():
+    w, other = "mbs8-qd0-pbsauto-i1", "mbs16-qd0-pbsauto-i1"
+    # run 1 of issue 13's resnet: a 10% gain, but one disturbed baseline visit widened everything
+    pts = [visit(w, r, x) for r, x in enumerate((102.0, 100.0, 92.0, 92.0))]
+    pts += [visit(other, r, x) for r, x in enumerate((90.0, 88.0, 91.0, 87.0))]
+    pts += [visit("baseline", r, x) for r, x in enumerate((94.0, 94.0, 92.0, 71.0))]
+    sl = slots(w, other, "baseline")
+    conf = analyse(pts, sl, SPECS, C)
+    assert conf.keep_current and conf.gain.ratio > 1.05 and not conf.gain.significant
+    assert undecided(conf) == (w, "baseline")
+    # the extra rounds (only those two) count as rounds, and with quiet visits they decide it
+    more = pts + [visit(cid, r, x) for r in range(4, 8) for cid, x in ((w, 100.0 + r % 2), ("baseline", 90.0 - r % 2))]
+    after = analyse(more, sl, SPECS, C)
+    assert after.rounds == 8 and after.config(w).visits == 8 and after.config(other).visits == 4
+    assert not after.keep_current and after.recommended == w and after.gain.significant and undecided(after) == ()
+    # a gain inside NOISE is a plain keep: nothing to ask
+    near = [visit(w, r, x) for r, x in enumerate((1020.0, 985.0, 1040.0, 1010.0))]
+    near += [visit("baseline", r, x) for r, x in enumerate((1000.0, 1015.0, 965.0, 1030.0))]
+    assert undecided(analyse(near, slots(w, "baseline"), SPECS, C)) == ()
 
 
 def test_a_config_clearly_over_the_budget_cannot_win():

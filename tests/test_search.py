@@ -600,3 +600,23 @@ def test_load_cap_binding_is_named():
 # The real server: smart vs grid on a family of surfaces is bench/bench_search.py's business (both
 # picks re-measured side by side); a smart sweep with its confirmation phase on the real Triton is
 # tests/test_confirm.py's.
+
+
+def _lp(conc: int, infer_per_s: float, p99_ms: float, mean_ms: float) -> "LoadPoint":
+    from tuner.search.bracket import LoadPoint
+
+    within = p99_ms <= 40.0
+    return LoadPoint(conc, True, infer_per_s, p99_ms, mean_ms, within, True, within, None)
+
+
+def test_a_tail_only_overshoot_is_checked_only_when_believing_it_could_change_the_answer():
+    from tuner.search.bracket import LoadSearch
+    from tuner.search.recommend import Constraints
+
+    ls = LoadSearch(Constraints(latency_percentile="p99", latency_budget_ms=40.0), 1, 256, 5.0, 0.03, 4.0)
+    # over by its tail alone (mean well within) and serving 40% more than the load below: check it nearby
+    level, _ = ls.for_budget([_lp(16, 1000.0, 15.0, 8.0), _lp(41, 1400.0, 41.5, 12.0)], None, lambda: 2.0)
+    assert level is not None and 16 < level < 64 and level != 41
+    # saturated: it serves no more than 16 did, so believed or not the best is 16's: done
+    level, why = ls.for_budget([_lp(16, 1201.0, 15.7, 8.0), _lp(41, 1173.0, 41.5, 12.0)], None, lambda: 2.0)
+    assert level is None and "serves no more" in why

@@ -13,8 +13,11 @@ rounds become intervals and how the recommendation follows from them is
   * after MIN_ROUNDS rounds the rounds stop early once nothing overlaps any more (no tie,
     and the gain over the baseline clear of it): more rounds would only narrow intervals
     that decide nothing. Otherwise they go on to the plan's rounds (`[search]
-    confirm_rounds`). The decision to stop depends only on the stored visits, so a resumed
-    sweep stops where the first would have;
+    confirm_rounds`). When the plan's rounds leave the decision undecided (the current
+    config kept although the best candidate's mean is more than noise above it), up to
+    EXTRA_ROUNDS more rounds measure just those two (`stats.undecided`). The decision to
+    stop depends only on the stored visits, so a resumed sweep stops where the first would
+    have;
   * visits already stored (`--resume`) are not measured again; a config that fails to load
     is left out of the rest of the rounds; a server that dies is restarted and the visit
     measured again, as a search point would be.
@@ -68,21 +71,30 @@ class ConfirmPhase:
         done = {(v.round, v.candidate_id) for v in self.visits if v.point.status == "ok"}
         specs = {cid: r.spec for cid, r in results.candidates.items()}
         settings = replace(self.p.measurement, min_windows=CONFIRM_WINDOWS, max_windows=CONFIRM_WINDOWS)
-        for r in range(plan.rounds):
+        for r in range(plan.rounds + stats.EXTRA_ROUNDS):
             if r >= MIN_ROUNDS and self._settled(plan, specs):
                 break
-            self.loop.sw.emit("confirm", round=r + 1, rounds=plan.rounds, slots=list(plan.slots))
-            for cid, level in plan.slots:
+            slots = list(plan.slots)
+            if r >= plan.rounds:
+                extra = stats.undecided(self._analyse(plan, specs))
+                if not extra:
+                    break
+                slots = [(cid, n) for cid, n in plan.slots if cid in extra]
+            self.loop.sw.emit("confirm", round=r + 1, rounds=plan.rounds, slots=slots)
+            for cid, level in slots:
                 if (r, cid) in done or cid in self.dropped or cid not in specs:
                     continue
                 for _attempt in range(2):
                     if await self._visit(r, cid, specs[cid], level, settings):
                         break
 
+    def _analyse(self, plan: ConfirmPlan, specs: dict) -> stats.Confirmation | None:
+        slots = [stats.Slot(cid, n) for cid, n in plan.slots]
+        return stats.analyse(self.visits, slots, specs, self.p.constraints, self.p.goal)
+
     def _settled(self, plan: ConfirmPlan, specs: dict) -> bool:
         """Nothing overlaps: no tie with the recommendation, and its gain over the baseline is clear."""
-        slots = [stats.Slot(cid, n) for cid, n in plan.slots]
-        conf = stats.analyse(self.visits, slots, specs, self.p.constraints, self.p.goal)
+        conf = self._analyse(plan, specs)
         return (conf is not None and conf.recommended is not None and not conf.tied_with
                 and not conf.keep_current and (conf.gain is None or conf.gain.significant))
 

@@ -23,7 +23,8 @@ GAIN_TOL more throughput can lie between `lo` and `hi` (throughput does not fall
 grows, so `hi`'s bounds what lies between), at the range's top, within GAIN_TOL of the
 compute ceiling, or on a plateau. A point over the budget by its tail alone (mean latency
 well within) is checked once at a nearby load before it is believed: a one-off stall on a
-busy host looks like that.
+busy host looks like that; unless it serves no more than a lower load within the budget
+(saturated): believed or not, the candidate's best is then that lower load's.
 
 min_latency searches the other axis: the lowest load whose throughput reaches the
 required throughput, along the throughput elasticity.
@@ -169,6 +170,9 @@ class LoadSearch:
         run_tail_ratio: the run's percentile / mean latency ratio near the budget."""
         every = pts
         odd = self.suspect(pts, run_tail_ratio)
+        below = [p.infer_per_s for p in pts if p.within and odd is not None and p.concurrency < odd.concurrency]
+        if below and odd.infer_per_s <= (1 + self.gain_tol) * max(below):
+            odd = None  # believed or not, it serves no more than a lower load within: checking decides nothing
         if odd is not None:
             pts = [p for p in pts if p is not odd]
             if not pts:

@@ -45,6 +45,14 @@ The decision:
     intervals allow, [lo_c / hi_b, hi_c / lo_b]; significant when the intervals do not
     overlap, which is exactly when the current config is not kept.
 
+Undecided (`undecided`): the current config is kept, yet the best tuned config's mean is
+more than NOISE above the baseline's. The point estimate says "a real gain", the intervals
+say "could be noise": one disturbed visit on a busy host widens every interval (the spread
+is pooled), and a second run would then often decide the other way. Rather than report a
+coin toss, the runner measures just those two configs for up to EXTRA_ROUNDS more rounds
+(interleaved as before), stopping as soon as the gain is clear; if it never is, keeping the
+current config stands, now on about twice the visits.
+
 Overlap of two 95% intervals is a stricter test than a 95% test of their difference (about
 99% for equal widths): a change has to be clearly better to be recommended, which is the
 point. The rounds may stop before the plan's last (the runner, `tuner/confirm.py`) once
@@ -69,6 +77,7 @@ from tuner.search.recommend import Constraints, OperatingPoint, Recommendation, 
 BASELINE = "baseline"
 METHOD = "interleaved rounds; pooled relative spread, t interval; percentile by visit bootstrap"
 NOISE = 0.05        # a rival within this share of the winner's throughput is confirmed with it
+EXTRA_ROUNDS = 4    # rounds added while the decision is undecided (`undecided`)
 MAX_RIVALS = 4      # rivals confirmed besides the winner (and the baseline): a bound on the phase's time
 VISITS = 15         # visits the phase aims at when many configs are confirmed (`rounds_for`)
 FEWEST_ROUNDS = 3   # ... but never fewer rounds than this (unless the profile asks for fewer)
@@ -292,8 +301,10 @@ def analyse(points: Iterable[ConfirmPoint], slots: list[Slot], specs: dict[str, 
     if not configs:
         return None
     measured = {s.candidate_id for s in slots} & {x.candidate_id for x in configs}
-    rounds = sum(1 for r in sorted({p.round for p in points})
-                 if measured <= {p.candidate_id for p in points if p.round == r and p.point.status == "ok"})
+    # extra rounds (`undecided`) visit fewer configs: they count as rounds of their own
+    full = {r for r in {p.round for p in points}
+            if measured <= {p.candidate_id for p in points if p.round == r and p.point.status == "ok"}}
+    rounds = len(full) + len({p.round for p in points if p.point.status == "ok" and p.round > max(full, default=-1)})
     low = goal == "min_latency"
     need = c.min_throughput_infer_per_s
     eligible = [x for x in configs if x.budget != "over" and (not low or x.throughput.hi >= need)]
@@ -318,6 +329,18 @@ def analyse(points: Iterable[ConfirmPoint], slots: list[Slot], specs: dict[str, 
                         gain=gain, reason=_reason(chosen, best, tied, keep, gain, rounds, c,
                                               next((x for x in configs if gain and x.candidate_id == gain.candidate_id),
                                                    None)), **common)
+
+
+def undecided(conf: Confirmation | None) -> tuple[str, ...]:
+    """The configs worth more rounds (see the module docstring), or () when the rounds so far decide."""
+    if conf is None or not conf.keep_current or conf.gain is None or conf.gain.significant:
+        return ()
+    if conf.gain.ratio < 1.0 + NOISE or conf.gain.candidate_id == BASELINE:
+        return ()
+    tuned = conf.config(conf.gain.candidate_id)
+    if tuned is None or tuned.budget == "over":
+        return ()
+    return (conf.gain.candidate_id, BASELINE)
 
 
 def _gain(chosen: ConfirmedConfig, base: ConfirmedConfig | None, configs: list[ConfirmedConfig],

@@ -54,7 +54,7 @@ class SmartStrategy(Strategy):
     name = "smart"
     SKIP_MARGIN = 0.05   # a ceiling must beat the incumbent by this much to be skipped
     GAIN_TOL = 0.03      # stop bisecting when at most this much throughput is left between the brackets
-    MAX_POINTS = 5       # per candidate: beyond, a noisy host makes bracketing chase its own noise
+    MAX_POINTS = 4       # per candidate: beyond, a noisy host makes bracketing chase its own noise
     MAX_STEP = 4.0       # the most the load changes in one extrapolated step
     MAX_REFINED = 4      # new max_batch_size values tried
     CURVE_SHARES = (0.6, 0.3)  # of the winner's best throughput: capacity plans run replicas below it
