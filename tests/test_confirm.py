@@ -107,6 +107,20 @@ def test_tied_candidates_go_to_the_simpler_config():
     assert order[-1].candidate_id == "mbs32-qd2000-pbsauto-i2"
 
 
+def test_a_difference_within_the_tie_margin_is_a_tie_however_tight_the_intervals():
+    # quiet visits give intervals of about +-0.5%: 2% apart does not overlap, yet it is no reason
+    # to pick the more complex config (a second run would often rank the two the other way)
+    a, b = "mbs16-qd2000-pbsauto-i1", "mbs16-qd0-pbsauto-i1"
+    pts = rounds({a: 1020.0, b: 1000.0, "baseline": 500.0}, 4, 0.003, seed=3)
+    conf = analyse(pts, slots(a, b, "baseline"), SPECS, C)
+    assert not conf.config(a).throughput.overlaps(conf.config(b).throughput)
+    assert conf.best == a and conf.recommended == b and conf.tied_with == (a,)
+    # 10% apart with the same spread: a real difference, the better one is recommended alone
+    far = analyse(rounds({a: 1100.0, b: 1000.0, "baseline": 500.0}, 4, 0.003, seed=3), slots(a, b, "baseline"),
+                  SPECS, C)
+    assert far.recommended == a and far.tied_with == ()
+
+
 def test_baseline_within_noise_means_keep_the_current_config():
     w = "mbs8-qd0-pbsauto-i1"
     pts = [visit(w, r, x) for r, x in enumerate((1040.0, 985.0, 1070.0, 1010.0))]
@@ -131,7 +145,7 @@ def test_an_undecided_keep_asks_for_more_rounds_of_the_two_configs_that_decide_i
     assert conf.keep_current and conf.gain.ratio > 1.05 and not conf.gain.significant
     assert undecided(conf) == (w, "baseline")
     # the extra rounds (only those two) count as rounds, and with quiet visits they decide it
-    more = pts + [visit(cid, r, x) for r in range(4, 8) for cid, x in ((w, 100.0 + r % 2), ("baseline", 90.0 - r % 2))]
+    more = pts + [visit(cid, r, x) for r in range(4, 8) for cid, x in ((w, 100.0 + r % 2), ("baseline", 86.0 - r % 2))]
     after = analyse(more, sl, SPECS, C)
     assert after.rounds == 8 and after.config(w).visits == 8 and after.config(other).visits == 4
     assert not after.keep_current and after.recommended == w and after.gain.significant and undecided(after) == ()

@@ -10,7 +10,7 @@ rounds become intervals and how the recommendation follows from them is
   * each round visits every config in the plan's order: load it (Triton's load API, a
     full config override), then CONFIRM_WINDOWS windows after the profile's warm-up, at the
     config's at-budget load; each visit is one `confirm_point` record;
-  * after MIN_ROUNDS rounds the rounds stop early once nothing overlaps any more (no tie,
+  * after MIN_ROUNDS rounds the rounds stop early once nothing ties any more (no tie,
     and the gain over the baseline clear of it): more rounds would only narrow intervals
     that decide nothing. Otherwise they go on to the plan's rounds (`[search]
     confirm_rounds`). When the plan's rounds leave the decision undecided (the current
@@ -93,7 +93,7 @@ class ConfirmPhase:
         return stats.analyse(self.visits, slots, specs, self.p.constraints, self.p.goal)
 
     def _settled(self, plan: ConfirmPlan, specs: dict) -> bool:
-        """Nothing overlaps: no tie with the recommendation, and its gain over the baseline is clear."""
+        """Nothing ties: no tie with the recommendation, and its gain over the baseline is clear."""
         conf = self._analyse(plan, specs)
         return (conf is not None and conf.recommended is not None and not conf.tied_with
                 and not conf.keep_current and (conf.gain is None or conf.gain.significant))

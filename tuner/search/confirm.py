@@ -33,7 +33,10 @@ which says nothing against it.
 The decision:
   * best: the highest mean throughput among the configs not out of the budget
     (min_latency: the lowest percentile among those reaching the required throughput);
-  * tied: the others whose interval overlaps the best's;
+  * tied: the others whose interval overlaps the best's, or comes within TIE_MARGIN of it
+    (`Interval.ties`): a difference that small is not worth a config change, and two runs of
+    one config differ by about that much (the gate's run noise, `tuner/gate/compare.py`), so a
+    2% "win" shown significant by tight intervals would flip between runs;
   * if the baseline is the best or tied with it, the recommendation is to keep the current
     config: no measured gain survives the noise;
   * otherwise, among the best and its ties, those not tied with the baseline, the
@@ -42,8 +45,8 @@ The decision:
     better to be preferred.
   * gain_vs_baseline: the recommended config's mean throughput over the baseline's (the best
     tuned config's when the current one is kept), with the interval of ratios the two
-    intervals allow, [lo_c / hi_b, hi_c / lo_b]; significant when the intervals do not
-    overlap, which is exactly when the current config is not kept.
+    intervals allow, [lo_c / hi_b, hi_c / lo_b]; significant when the intervals do not tie
+    (overlap, or come within TIE_MARGIN), which is exactly when the current config is not kept.
 
 Undecided (`undecided`): the current config is kept, yet the best tuned config's mean is
 more than NOISE above the baseline's. The point estimate says "a real gain", the intervals
@@ -77,6 +80,7 @@ from tuner.search.recommend import Constraints, OperatingPoint, Recommendation, 
 BASELINE = "baseline"
 METHOD = "interleaved rounds; pooled relative spread, t interval; percentile by visit bootstrap"
 NOISE = 0.05        # a rival within this share of the winner's throughput is confirmed with it
+TIE_MARGIN = 0.03   # intervals this close (relative) tie: the run-to-run noise of one config
 EXTRA_ROUNDS = 4    # rounds added while the decision is undecided (`undecided`)
 MAX_RIVALS = 4      # rivals confirmed besides the winner (and the baseline): a bound on the phase's time
 VISITS = 15         # visits the phase aims at when many configs are confirmed (`rounds_for`)
@@ -157,6 +161,10 @@ class Interval:
 
     def overlaps(self, other: "Interval") -> bool:
         return self.lo <= other.hi and other.lo <= self.hi
+
+    def ties(self, other: "Interval", margin: float = TIE_MARGIN) -> bool:
+        """The intervals overlap once each upper end is raised by `margin` (relative)."""
+        return self.lo <= other.hi * (1.0 + margin) and other.lo <= self.hi * (1.0 + margin)
 
 
 @dataclass(frozen=True)
@@ -315,13 +323,13 @@ def analyse(points: Iterable[ConfirmPoint], slots: list[Slot], specs: dict[str, 
                             reason="measured again, no config met the constraints", **common)
     val = {x.candidate_id: _value(x, goal, specs) for x in configs}
     best = (min if low else max)(eligible, key=lambda x: (val[x.candidate_id].mean, x.candidate_id))
-    pool = [best] + [x for x in eligible if x is not best and val[x.candidate_id].overlaps(val[best.candidate_id])]
+    pool = [best] + [x for x in eligible if x is not best and val[x.candidate_id].ties(val[best.candidate_id])]
     keep = any(x.candidate_id == BASELINE for x in pool)
     if keep:
         chosen = base
     else:
         clear = [x for x in pool if base is None or base.budget == "over"
-                 or not val[x.candidate_id].overlaps(val[BASELINE])]
+                 or not val[x.candidate_id].ties(val[BASELINE])]
         chosen = min(clear, key=lambda x: simplicity(specs.get(x.candidate_id)))
     tied = tuple(x.candidate_id for x in pool if x is not chosen)
     gain = _gain(chosen, base, configs, keep)
@@ -356,7 +364,7 @@ def _gain(chosen: ConfirmedConfig, base: ConfirmedConfig | None, configs: list[C
         tuned = max(others, key=lambda x: (x.throughput.mean, x.candidate_id))
     t, b = tuned.throughput, base.throughput
     ci = (t.lo / b.hi if b.hi > 0 else 0.0, t.hi / b.lo if b.lo > 0 else math.inf)
-    return Gain(tuned.candidate_id, t.mean / b.mean, ci, not t.overlaps(b))
+    return Gain(tuned.candidate_id, t.mean / b.mean, ci, not t.ties(b))
 
 
 def _reason(chosen: ConfirmedConfig, best: ConfirmedConfig, tied: tuple[str, ...], keep: bool, gain: Gain | None,

@@ -170,13 +170,28 @@ class BatchModel:
         spread = _median(across) if len(across) >= 2 else 0.0
         self.margin = min(MAX_MARGIN, max(MIN_MARGIN, noise + spread + 0.02))
 
-    def point(self, spec: CandidateSpec, concurrency: int) -> Prediction | None:
+    def likely_tail(self, spec: CandidateSpec) -> float:
+        """The tail of the measured candidate most like this one (same instances, then the nearest
+        max_batch_size, then the nearest queue delay): where to start measuring it. Skipping uses
+        the smallest tail seen (`tail`), so that a config is never dropped on another's tail."""
+        own = [(s, t) for s, (_, t) in self.own.items() if t is not None]
+        if not own:
+            return self.tail
+        def distance(s: CandidateSpec) -> tuple:
+            return (s.instance_count != spec.instance_count,
+                    abs(math.log2(max(1, s.max_batch_size) / max(1, spec.max_batch_size))),
+                    abs(s.max_queue_delay_us - spec.max_queue_delay_us), s.candidate_id)
+        return min(own, key=lambda st: distance(st[0]))[1]
+
+    def point(self, spec: CandidateSpec, concurrency: int, likely: bool = False) -> Prediction | None:
+        """likely: an unmeasured candidate takes `likely_tail`, not the smallest tail seen."""
         sim = self.simulate(spec, concurrency)
         if sim is None:
             return None
         thr, tail = self.own.get(spec, (self.thr_ratio, None))
-        return Prediction(concurrency, sim.infer_per_s * thr, sim.latency_ms[self.pct] * (tail or self.tail),
-                          sim.mean_batch)
+        if tail is None:
+            tail = self.likely_tail(spec) if likely else self.tail
+        return Prediction(concurrency, sim.infer_per_s * thr, sim.latency_ms[self.pct] * tail, sim.mean_batch)
 
     def levels(self) -> list[int]:
         """Loads the predictions scan: every integer step of about sqrt(2) from the lowest level to the cap."""
@@ -186,13 +201,14 @@ class BatchModel:
             out.append(min(self.cap, max(out[-1] + 1, int(round(c)))))
         return out
 
-    def at_budget(self, spec: CandidateSpec) -> Prediction | None:
+    def at_budget(self, spec: CandidateSpec, likely: bool = False) -> Prediction | None:
         """The best predicted point within the budget. Latency need not grow with load: where a
         fixed cost dominates, batches fill only once enough requests wait, so a higher load can
         meet a budget a lower one misses. So loads are scanned over the whole range, then the
-        best one's brackets closed by bisection towards the next load up (None: no load meets it)."""
+        best one's brackets closed by bisection towards the next load up (None: no load meets it).
+        likely: with the likeliest tail (`point`), for where to start rather than what to skip."""
         levels = self.levels()
-        pts = [self.point(spec, c) for c in levels]
+        pts = [self.point(spec, c, likely) for c in levels]
         if pts[0] is None:
             return None
         ok = [i for i, p in enumerate(pts) if p.latency_ms <= self.budget_ms]
@@ -204,7 +220,7 @@ class BatchModel:
             lo_c, hi_c = levels[i], levels[i + 1]
             while hi_c - lo_c > 1:
                 mid = min(hi_c - 1, max(lo_c + 1, int(round(math.sqrt(lo_c * hi_c)))))
-                p = self.point(spec, mid)
+                p = self.point(spec, mid, likely)
                 if p.latency_ms <= self.budget_ms:
                     lo_c, best = mid, max((best, p), key=lambda q: q.infer_per_s)
                 else:

@@ -40,7 +40,7 @@ import math
 from tuner.config import CandidateSpec, expand_specs
 from tuner.results.records import Measurement
 from tuner.search.base import BASELINE, Step, Strategy, load_cap
-from tuner.search.bracket import Level, LoadPoint, LoadSearch, read_point
+from tuner.search.bracket import Level, LoadPoint, LoadSearch, median, read_point
 from tuner.search.ceiling import Bound, throughput_bound
 from tuner.search.judge import cannot_beat_any, hopeless
 from tuner.search.model import BatchModel, Prediction
@@ -102,6 +102,15 @@ class SmartStrategy(Strategy):
 
     def _pts(self, cid: str) -> list[LoadPoint]:
         return sorted((self._pt(m) for m in self.points.get(cid, [])), key=lambda p: p.concurrency)
+
+    def _run_tail_ratio(self) -> float:
+        """The run's budget percentile / mean latency near the budget (within it, at least half of
+        it), over every candidate: what `LoadSearch.suspect` takes a tail-only overshoot against
+        when a candidate has no such point of its own (1.0 before any: every overshoot is checked)."""
+        budget_ms = self.c.latency_budget_ms
+        ratios = [p.latency_ms / p.mean_ms for cid in self.order for p in self._pts(cid)
+                  if p.within and p.latency_ms >= 0.5 * budget_ms and p.mean_ms > 0]
+        return min(3.0, max(1.0, median(ratios))) if ratios else 1.0
 
     def _value(self, op: OperatingPoint) -> float:
         return objective_value(self.goal, op, self.c.latency_percentile)
@@ -259,7 +268,7 @@ class SmartStrategy(Strategy):
         if asked >= self.POLISH_POINTS or any(not p.ok for p in pts):
             return None
         bd = self.bound(self.specs[cid])
-        level, _ = self.fine.for_budget(pts, None if bd is None else bd.ceiling, lambda: self.model().tail)
+        level, _ = self.fine.for_budget(pts, None if bd is None else bd.ceiling, self._run_tail_ratio)
         self.polished[cid] = asked + 1  # asked once per point: a resumed run replays the same asks
         if level is None:
             self.polished[cid] = self.POLISH_POINTS
@@ -288,8 +297,14 @@ class SmartStrategy(Strategy):
 
     def _guess(self, spec: CandidateSpec) -> float:
         """First load level: where the model predicts the budget binds (or the required
-        throughput is reached); without a model, one full batch per instance."""
-        pred = self.predict(spec)
+        throughput is reached); without a model, one full batch per instance. The budget's load is
+        predicted with the tail of the most similar measured candidate: an optimistic tail, right
+        for skipping, would start every candidate above its budget."""
+        model = self.model()
+        if self.goal == "min_latency" or not model.ok:
+            pred = self.predict(spec)
+        else:
+            pred = model.at_budget(spec, likely=True)
         if pred is not None:
             return pred.concurrency
         if spec.dynamic_batching:
@@ -311,4 +326,4 @@ class SmartStrategy(Strategy):
         if self.goal == "min_latency":
             return self.load.for_throughput(pts)
         bd = self.bound(self.specs[cid])
-        return self.load.for_budget(pts, None if bd is None else bd.ceiling, lambda: self.model().tail)
+        return self.load.for_budget(pts, None if bd is None else bd.ceiling, self._run_tail_ratio)
