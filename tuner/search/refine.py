@@ -31,6 +31,7 @@ from tuner.search.recommend import OperatingPoint
 
 MBS_CAP = 4      # refinement stays within this many times the largest listed max_batch_size
 MIN_GAIN = 0.03  # a refined value must be predicted at least this much better than the incumbent
+GUIDE_SHARE = 0.10  # a neighbour max_batch_size this far below the incumbent does not pick the delays to try
 
 
 def _preferred_for(spec: CandidateSpec, mbs: int) -> tuple[int, ...]:
@@ -106,7 +107,11 @@ def neighbour_settings(strategy, spec: CandidateSpec) -> set[tuple[int, tuple[in
     max_batch_size values nearest below and above `spec`'s: a refined value takes these
     besides the incumbent's settings. Every listed queue delay at every refined value would
     cost a point or two each where the delay does not matter; where it does, the winners at
-    the neighbours show which delay to try in between."""
+    the neighbours show which delay to try in between. A neighbour whose best is more than
+    GUIDE_SHARE below the incumbent is no guide: its winning delay only won among configs that
+    lose, and would cost a point at every refined value."""
+    inc = strategy._incumbent()
+    floor = (1.0 - GUIDE_SHARE) * strategy._value(inc) if inc is not None and strategy.goal != "min_latency" else None
     rivals = [s for cid, s in strategy.specs.items() if s.dynamic_batching and s.instance_count == spec.instance_count
               and cid in strategy.points and strategy.points[cid]]
     tried = sorted({s.max_batch_size for s in rivals})
@@ -124,6 +129,6 @@ def neighbour_settings(strategy, spec: CandidateSpec) -> set[tuple[int, tuple[in
             v = max(strategy._value(op) if strategy.goal != "min_latency" else -strategy._value(op) for op in ops)
             if best is None or v > best[0]:
                 best = (v, s)
-        if best is not None:
+        if best is not None and (floor is None or best[0] >= floor):
             out.add((best[1].max_queue_delay_us, _preferred_for(best[1], spec.max_batch_size)))
     return out

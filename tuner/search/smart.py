@@ -59,7 +59,7 @@ class SmartStrategy(Strategy):
     MAX_REFINED = 4      # new max_batch_size values tried
     CURVE_SHARES = (0.6, 0.3)  # of the winner's best throughput: capacity plans run replicas below it
     POLISH_TOL = 0.01    # the winner's brackets are closed to this much throughput
-    POLISH_POINTS = 2
+    POLISH_POINTS = 1    # one point: a second would chase the host's few-percent noise
 
     def __init__(self, profile, candidates: list[tuple[str, CandidateSpec]]):
         super().__init__(profile, candidates)
