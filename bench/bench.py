@@ -25,6 +25,12 @@ this process around the run) divided by the requests the server completed
 over that run (statistics API). Throughput and percentiles are each tool's
 own figures over its measurement windows.
 
+The server's view of each run, the same for both tools (statistics API deltas
+over the run): mean time per request in the server, in its queue and in
+compute, and the mean batch it executed. A latency gap between the tools then
+splits into what the server did differently (queueing behind bursty sends, other
+batches) and what lies outside it (the client's receive path, its lateness).
+
     python bench/bench.py [--sections loadgen] [--json FILE] [--quick] [--repeat N]
     PERF_ANALYZER="cmd prefix" (how to run perf_analyzer; bench.sh sets it)
 """
@@ -115,10 +121,34 @@ def prepare_mix(repo: Path, work: Path) -> Path:
     return path
 
 
-def _success_count(ctl: ServerControl, model: str) -> int:
-    stats = ctl.statistics(model)
-    return sum(int(m.get("inference_stats", {}).get("success", {}).get("count", 0))
-               for m in stats.get("model_stats", []))
+def _server_counters(ctl: ServerControl, model: str) -> dict[str, int]:
+    """The statistics API's cumulative counters for the model (Triton omits zero fields)."""
+    out = {"success": 0, "success_ns": 0, "queue_ns": 0, "compute_ns": 0, "executions": 0, "inferences": 0}
+    for m in ctl.statistics(model).get("model_stats", []):
+        st = m.get("inference_stats", {})
+        out["success"] += int(st.get("success", {}).get("count", 0))
+        out["success_ns"] += int(st.get("success", {}).get("ns", 0))
+        out["queue_ns"] += int(st.get("queue", {}).get("ns", 0))
+        for k in ("compute_input", "compute_infer", "compute_output"):
+            out["compute_ns"] += int(st.get(k, {}).get("ns", 0))
+        out["executions"] += int(m.get("execution_count", 0))
+        out["inferences"] += int(m.get("inference_count", 0))
+    return out
+
+
+def _server_view(before: dict[str, int], after: dict[str, int]) -> dict:
+    """What the server saw of one tool's run: requests, and per request its mean time in the
+    server, in the queue and in compute (ms), and the mean batch it executed. The same for both
+    tools, so a latency difference can be split into the server's part and the client's."""
+    d = {k: after[k] - before[k] for k in before}
+    n = d["success"]
+    return {
+        "srv_requests": n,
+        "srv_mean_ms": d["success_ns"] / n / 1e6 if n else None,
+        "srv_queue_mean_ms": d["queue_ns"] / n / 1e6 if n else None,
+        "srv_compute_mean_ms": d["compute_ns"] / n / 1e6 if n else None,
+        "srv_mean_batch": d["inferences"] / d["executions"] if d["executions"] else None,
+    }
 
 
 def run_tuner(ctx: BenchContext, point: Point, window_s: float) -> dict:
@@ -133,9 +163,11 @@ def run_tuner(ctx: BenchContext, point: Point, window_s: float) -> dict:
                 return await client.open_loop(plan, point.rate, settings, "constant")
             return await client.closed_loop(plan, point.concurrency, settings)
 
-    n0, cpu0 = _success_count(ctl, point.model), time.process_time()
+    c0, cpu0 = _server_counters(ctl, point.model), time.process_time()
     samples = ctx.loop.run_until_complete(go())
-    cpu, n = time.process_time() - cpu0, _success_count(ctl, point.model) - n0
+    cpu = time.process_time() - cpu0
+    srv = _server_view(c0, _server_counters(ctl, point.model))
+    n = srv["srv_requests"]
     s = summarize(samples.windows)
     c = s.client or {}
     send, late = s.latency_send_ms or {}, s.lateness_ms or {}
@@ -156,6 +188,7 @@ def run_tuner(ctx: BenchContext, point: Point, window_s: float) -> dict:
         "achieved": c.get("achieved"),
         "loop_lag_p99_ms": c.get("loop_lag_p99_ms"),
         "self_cpu_us_per_req": c.get("cpu_us_per_req"),  # over the measured windows only
+        **srv,
     }
 
 
@@ -177,7 +210,7 @@ def run_perf_analyzer(ctx: BenchContext, point: Point, window_s: float) -> dict 
     # only stops when they agree within -s percent, which a busy 2-core host
     # often misses at 10%; 100% still rejects a window twice as fast as another.
     cmd += ["--stability-percentage", "100", "--max-trials", "10"]
-    n0 = _success_count(ctx.control, point.model)
+    c0 = _server_counters(ctx.control, point.model)
     log = ctx.work / f"pa_{point.key}.log"
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -187,7 +220,8 @@ def run_perf_analyzer(ctx: BenchContext, point: Point, window_s: float) -> dict 
             proc.kill()
             raise
         proc.returncode = os.waitstatus_to_exitcode(status)
-    n = _success_count(ctx.control, point.model) - n0
+    srv = _server_view(c0, _server_counters(ctx.control, point.model))
+    n = srv["srv_requests"]
     if proc.returncode != 0 or not out_csv.exists():
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         ctx.notes.append(f"perf_analyzer failed at {point.key} (exit {proc.returncode}): {' | '.join(tail)}")
@@ -200,6 +234,7 @@ def run_perf_analyzer(ctx: BenchContext, point: Point, window_s: float) -> dict 
         "p50_ms": float(row["p50 latency"]) / 1000.0,
         "p99_ms": float(row["p99 latency"]) / 1000.0,
         "cpu_us_per_req": cpu / n * 1e6 if n else None,
+        **srv,
     }
 
 
@@ -258,6 +293,10 @@ def loadgen(ctx: BenchContext) -> dict:
             "cpu_ratio": _paired_ratio(t_runs, pa_runs, "cpu_us_per_req"),
             "tuner_errors": sum(r["errors"] or 0 for r in t_runs), "tuner_client_bound": t["client_bound"], "tuner_bound": t["bound"],
             "tuner_bound_reason": t["reason"], "tuner_loop_lag_p99_ms": t["loop_lag_p99_ms"],
+            # the server's view of each tool's runs (statistics API): where a latency gap comes from
+            "tuner_srv_mean_ms": t.get("srv_mean_ms"), "pa_srv_mean_ms": pa.get("srv_mean_ms"),
+            "tuner_srv_queue_mean_ms": t.get("srv_queue_mean_ms"), "pa_srv_queue_mean_ms": pa.get("srv_queue_mean_ms"),
+            "tuner_srv_mean_batch": t.get("srv_mean_batch"), "pa_srv_mean_batch": pa.get("srv_mean_batch"),
         }
         if point.rate:
             row["target_rate"] = point.rate
@@ -291,6 +330,9 @@ def loadgen_table(results: dict, echo: Callable[[str], None] = print) -> None:
              f"{f(r['p50_ratio'], 2):>6s} | {f(r['tuner_p99_ms'], 2):>12s} {f(r['pa_p99_ms'], 2):>6s} "
              f"{f(r['p99_ratio'], 2):>6s} | {f(r['tuner_cpu_us_per_req'], 0):>16s} "
              f"{f(r['pa_cpu_us_per_req'], 0):>6s} {f(r['cpu_ratio'], 2):>6s} | {flag}")
+        echo(f"{'  server view':16s} mean {f(r.get('tuner_srv_mean_ms'), 3)} vs {f(r.get('pa_srv_mean_ms'), 3)} ms, "
+             f"queue {f(r.get('tuner_srv_queue_mean_ms'), 3)} vs {f(r.get('pa_srv_queue_mean_ms'), 3)} ms, "
+             f"batch {f(r.get('tuner_srv_mean_batch'), 2)} vs {f(r.get('pa_srv_mean_batch'), 2)} (tuner vs pa)")
         if "p99_send_ratio" in r:
             echo(f"{'  from the send':16s} {'':>13s} {'':>8s} {'':>6s} | {f(r['tuner_p50_send_ms'], 3):>12s} "
                  f"{f(r['pa_p50_ms'], 3):>6s} {f(r['p50_send_ratio'], 2):>6s} | {f(r['tuner_p99_send_ms'], 2):>12s} "

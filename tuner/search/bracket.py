@@ -23,8 +23,9 @@ GAIN_TOL more throughput can lie between `lo` and `hi` (throughput does not fall
 grows, so `hi`'s bounds what lies between), at the range's top, within GAIN_TOL of the
 compute ceiling, or on a plateau. A point over the budget by its tail alone (mean latency
 well within) is checked once at a nearby load before it is believed: a one-off stall on a
-busy host looks like that; unless it serves no more than a lower load within the budget
-(saturated): believed or not, the candidate's best is then that lower load's.
+busy host looks like that (below it while nothing is within the budget yet); unless it
+serves no more than a lower load within the budget (saturated): believed or not, the
+candidate's best is then that lower load's.
 
 min_latency searches the other axis: the lowest load whose throughput reaches the
 required throughput, along the throughput elasticity.
@@ -175,7 +176,9 @@ class LoadSearch:
             odd = None  # believed or not, it serves no more than a lower load within: checking decides nothing
         if odd is not None:
             pts = [p for p in pts if p is not odd]
-            if not pts:
+            if not any(p.within for p in pts):
+                # nothing within yet: check below it (stepping down from the points above would
+                # land next to it again, where it most likely overshoots as well)
                 nxt = self.free(math.floor(odd.concurrency * 0.9), every, self.cmin - 1, odd.concurrency)
                 if nxt is not None:
                     return nxt, ""

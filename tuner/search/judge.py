@@ -19,14 +19,19 @@ After a point (`hopeless`), measuring stops when
   * the model, re-anchored on the candidate's own points near the budget (measured /
     predicted at those loads), predicts it cannot beat the incumbent, margin included.
 
+While a candidate is bracketed, a point over the budget by its tail alone is checked before it
+is believed (`bracket.LoadSearch.suspect`); `tail_ratio` says what tail to expect of it.
+
 The strategy is passed in (its profile, model, points); nothing here keeps state.
 """
 
 from __future__ import annotations
 
+import math
+
 from tuner.config import CandidateSpec
 from tuner.search.base import BASELINE
-from tuner.search.bracket import LoadPoint
+from tuner.search.bracket import LoadPoint, median
 from tuner.search.ceiling import cannot_beat
 from tuner.search.confirm import NOISE, simplicity
 from tuner.search.model import Prediction
@@ -134,3 +139,27 @@ def hopeless(st, cid: str, pts: list[LoadPoint]) -> str | None:
         return (f"model re-anchored on its {len(near)} point(s) near the budget: {anchored:.0f} infer/s at the "
                 f"budget ({model.margin:.0%} margin) cannot beat the incumbent {inc.candidate_id} at {have:.0f}")
     return None
+
+
+def tail_ratio(strategy, cid: str) -> float:
+    """The budget percentile / mean latency near the budget (points within it, at at least half of
+    it) of the measured candidate most like `cid` (same instances, nearest max_batch_size, nearest
+    queue delay): what a tail-only overshoot of `cid` is judged against while `cid` has no such
+    point of its own. Queue delays and batch sizes set how wide a config's latencies spread, so an
+    unbatched baseline's narrow spread would make every batched config's overshoot look like a
+    stall. 1.0 before any: every such overshoot is checked."""
+    budget_ms = strategy.c.latency_budget_ms
+    spec = strategy.specs[cid]
+    best: tuple[tuple, list[float]] | None = None
+    for i, other in enumerate(strategy.order):
+        ratios = [p.latency_ms / p.mean_ms for p in strategy._pts(other)
+                  if p.within and p.latency_ms >= 0.5 * budget_ms and p.mean_ms > 0] if other != cid else []
+        if not ratios:
+            continue
+        s = strategy.specs[other]
+        key = (s.instance_count != spec.instance_count, s.dynamic_batching != spec.dynamic_batching,
+               abs(math.log2(max(1, s.max_batch_size) / max(1, spec.max_batch_size))),
+               abs(s.max_queue_delay_us - spec.max_queue_delay_us), i)
+        if best is None or key < best[0]:
+            best = (key, ratios)
+    return min(3.0, max(1.0, median(best[1]))) if best is not None else 1.0

@@ -40,9 +40,9 @@ import math
 from tuner.config import CandidateSpec, expand_specs
 from tuner.results.records import Measurement
 from tuner.search.base import BASELINE, Step, Strategy, load_cap
-from tuner.search.bracket import Level, LoadPoint, LoadSearch, median, read_point
+from tuner.search.bracket import Level, LoadPoint, LoadSearch, read_point
 from tuner.search.ceiling import Bound, throughput_bound
-from tuner.search.judge import cannot_beat_any, hopeless
+from tuner.search.judge import cannot_beat_any, hopeless, tail_ratio
 from tuner.search.model import BatchModel, Prediction
 from tuner.search.recommend import OperatingPoint, objective_key, objective_value
 from tuner.search.refine import neighbour_settings, propose
@@ -102,15 +102,6 @@ class SmartStrategy(Strategy):
 
     def _pts(self, cid: str) -> list[LoadPoint]:
         return sorted((self._pt(m) for m in self.points.get(cid, [])), key=lambda p: p.concurrency)
-
-    def _run_tail_ratio(self) -> float:
-        """The run's budget percentile / mean latency near the budget (within it, at least half of
-        it), over every candidate: what `LoadSearch.suspect` takes a tail-only overshoot against
-        when a candidate has no such point of its own (1.0 before any: every overshoot is checked)."""
-        budget_ms = self.c.latency_budget_ms
-        ratios = [p.latency_ms / p.mean_ms for cid in self.order for p in self._pts(cid)
-                  if p.within and p.latency_ms >= 0.5 * budget_ms and p.mean_ms > 0]
-        return min(3.0, max(1.0, median(ratios))) if ratios else 1.0
 
     def _value(self, op: OperatingPoint) -> float:
         return objective_value(self.goal, op, self.c.latency_percentile)
@@ -268,7 +259,7 @@ class SmartStrategy(Strategy):
         if asked >= self.POLISH_POINTS or any(not p.ok for p in pts):
             return None
         bd = self.bound(self.specs[cid])
-        level, _ = self.fine.for_budget(pts, None if bd is None else bd.ceiling, self._run_tail_ratio)
+        level, _ = self.fine.for_budget(pts, None if bd is None else bd.ceiling, lambda: tail_ratio(self, cid))
         self.polished[cid] = asked + 1  # asked once per point: a resumed run replays the same asks
         if level is None:
             self.polished[cid] = self.POLISH_POINTS
@@ -326,4 +317,4 @@ class SmartStrategy(Strategy):
         if self.goal == "min_latency":
             return self.load.for_throughput(pts)
         bd = self.bound(self.specs[cid])
-        return self.load.for_budget(pts, None if bd is None else bd.ceiling, self._run_tail_ratio)
+        return self.load.for_budget(pts, None if bd is None else bd.ceiling, lambda: tail_ratio(self, cid))
