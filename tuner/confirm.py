@@ -8,8 +8,9 @@ rounds become intervals and how the recommendation follows from them is
   * the plan (configs and their loads, in visiting order) is written first as a
     `confirm_plan` record; a resumed sweep keeps the stored plan;
   * each round visits every config in the plan's order: load it (Triton's load API, a
-    full config override), then CONFIRM_WINDOWS windows after the profile's warm-up, at the
-    config's at-budget load; each visit is one `confirm_point` record;
+    full config override), then CONFIRM_WINDOWS windows after a warm-up (the profile's, or
+    WARMUP_ROUND_TRIPS of the config's latency there if longer), at the config's at-budget
+    load; each visit is one `confirm_point` record;
   * after MIN_ROUNDS rounds the rounds stop early once nothing ties any more (no tie,
     and the gain over the baseline clear of it): more rounds would only narrow intervals
     that decide nothing. Otherwise they go on to the plan's rounds (`[search]
@@ -38,6 +39,11 @@ from tuner.search.base import BASELINE
 from tuner.search.recommend import recommend
 
 CONFIRM_WINDOWS = 2  # windows per visit: the spread between visits, not within one, limits the interval
+# Each visit follows a model load: its first executions run slow (a backend's first batches, a
+# closed loop's requests all arriving at once), which lasts a few round trips at the visit's load.
+# The warm-up is at least this many of the config's mean latencies there (from the search), so the
+# slow start is not measured: on resnet, a first window's p99 was 1.3-1.6x the second's.
+WARMUP_ROUND_TRIPS = 5
 MIN_ROUNDS = 2       # rounds before the phase may stop: a spread needs two visits of each config
 
 
@@ -70,7 +76,9 @@ class ConfirmPhase:
         self.visits = list(results.confirmation)
         done = {(v.round, v.candidate_id) for v in self.visits if v.point.status == "ok"}
         specs = {cid: r.spec for cid, r in results.candidates.items()}
-        settings = replace(self.p.measurement, min_windows=CONFIRM_WINDOWS, max_windows=CONFIRM_WINDOWS)
+        base = replace(self.p.measurement, min_windows=CONFIRM_WINDOWS, max_windows=CONFIRM_WINDOWS)
+        mean_s = {(m.candidate_id, m.concurrency): m.summary().latency_ms.get("mean", 0.0) / 1000.0
+                  for m in results.points if m.status == "ok" and m.windows}
         for r in range(plan.rounds + stats.EXTRA_ROUNDS):
             if r >= MIN_ROUNDS and self._settled(plan, specs):
                 break
@@ -84,6 +92,9 @@ class ConfirmPhase:
             for cid, level in slots:
                 if (r, cid) in done or cid in self.dropped or cid not in specs:
                     continue
+                lat_s = mean_s.get((cid, level), 0.0)
+                lat_s = lat_s if lat_s == lat_s else 0.0  # NaN: no latency measured there
+                settings = replace(base, warmup_s=max(base.warmup_s, WARMUP_ROUND_TRIPS * lat_s))
                 for _attempt in range(2):
                     if await self._visit(r, cid, specs[cid], level, settings):
                         break
