@@ -68,7 +68,7 @@ def slots(*ids: str) -> list[Slot]:
 # ------------------------------------------------------------ the statistics (pure)
 
 def test_rounds_shrink_when_many_configs_are_confirmed():
-    assert [rounds_for(n, 4) for n in (2, 3, 4, 5, 6)] == [4, 4, 4, 3, 3]
+    assert [rounds_for(n, 4) for n in (2, 3, 4, 5, 6)] == [4, 4, 3, 3, 3]
     assert rounds_for(3, 2) == 2  # the profile's own count is the most
 
 

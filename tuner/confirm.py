@@ -39,11 +39,12 @@ from tuner.search.base import BASELINE
 from tuner.search.recommend import recommend
 
 CONFIRM_WINDOWS = 2  # windows per visit: the spread between visits, not within one, limits the interval
-# Each visit follows a model load: its first executions run slow (a backend's first batches, a
-# closed loop's requests all arriving at once), which lasts a few round trips at the visit's load.
-# The warm-up is at least this many of the config's mean latencies there (from the search), so the
-# slow start is not measured: on resnet, a first window's p99 was 1.3-1.6x the second's.
-WARMUP_ROUND_TRIPS = 5
+# Each visit follows a model load, and a config's first seconds after one run slow (its first
+# executions; the replaced instance shutting down beside it): measured on resnet at concurrency 16,
+# the mean latency of 0.5 s slices was 1.5-2x the steady one in the first slice and still 10-20%
+# above it for about 2 s, some 12 round trips. The warm-up lasts at least this many of the config's
+# mean latencies there (from the search), else the budget would be judged on the slow start.
+WARMUP_ROUND_TRIPS = 12
 MIN_ROUNDS = 2       # rounds before the phase may stop: a spread needs two visits of each config
 
 
