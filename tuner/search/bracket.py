@@ -13,8 +13,9 @@ is not), and may pick any integer load in the profile's range:
   * no bracket above: climb from `lo` along its elasticity to the budget, unless
     throughput has plateaued near saturation;
   * bracketed: interpolate log latency vs log load to 98% of the budget (or `lo`'s own
-    slope, whichever reaches further, since one stalled window can make `hi`'s percentile
-    many times the budget), kept within 15..85% of the interval so the brackets shrink,
+    slope, whichever reaches further, when `hi`'s excess is in its tail: one stalled window
+    can make its percentile many times the budget), kept within 15..85% of the interval so
+    the brackets shrink,
     and bisected once two points above `lo` are over the budget (an interpolation that
     keeps landing just under `hi` would otherwise shrink the interval by 15% a point).
 
@@ -104,6 +105,17 @@ def elasticity(pts: list[LoadPoint], at: LoadPoint, what: str) -> float:
         return 1.0
     lo_beta = 0.3 if what == "latency_ms" else 0.2
     return min(1.5, max(lo_beta, beta))
+
+
+STALL_TAIL = 1.5  # a percentile / mean ratio this many times lo's: hi's excess is a stall's tail
+
+
+def _tail_inflated(hi: LoadPoint, lo: LoadPoint) -> bool:
+    """hi's percentile stands further above its mean than lo's does by STALL_TAIL (or its
+    percentile is not finite): what one stalled window does, unlike more load."""
+    if not math.isfinite(hi.latency_ms) or hi.mean_ms <= 0 or lo.mean_ms <= 0:
+        return True
+    return hi.latency_ms / hi.mean_ms > STALL_TAIL * (lo.latency_ms / lo.mean_ms)
 
 
 def _log_between(lo_c: int, hi_c: int, t: float) -> float:
@@ -283,11 +295,14 @@ class LoadSearch:
                  / (math.log(hi.latency_ms) - math.log(lo.latency_ms)))
         else:
             t = 0.5
-        # ... or lo's own slope, whichever reaches further: one stalled window can make hi's
-        # percentile many times the budget and drag the interpolation down to lo
-        beta = elasticity([p for p in pts if p.concurrency <= lo.concurrency], lo, "latency_ms")
-        t = max(t, math.log(0.98 * budget_ms / max(lo.latency_ms, 1e-6)) / beta
-                / math.log(hi.concurrency / lo.concurrency))
+        # ... or lo's own slope, whichever reaches further, when hi's excess is in its tail: one
+        # stalled window can make hi's percentile many times the budget and drag the interpolation
+        # down to lo. Not otherwise: lo's slope from a nearby point is mostly noise, and taken at
+        # its floor it sent the next point next to hi
+        if _tail_inflated(hi, lo):
+            beta = elasticity([p for p in pts if p.concurrency <= lo.concurrency], lo, "latency_ms")
+            t = max(t, math.log(0.98 * budget_ms / max(lo.latency_ms, 1e-6)) / beta
+                    / math.log(hi.concurrency / lo.concurrency))
         target = _log_between(lo.concurrency, hi.concurrency, min(1.0, max(0.0, t)))
         if target <= lo.concurrency * (1 + self.gain_tol):
             return None, (f"budget: concurrency {lo.concurrency} meets it ({pct} {lo.latency_ms:.2f} ms), "

@@ -27,14 +27,12 @@ The strategy is passed in (its profile, model, points); nothing here keeps state
 
 from __future__ import annotations
 
-import math
-
 from tuner.config import CandidateSpec
 from tuner.search.base import BASELINE
 from tuner.search.bracket import LoadPoint, median
 from tuner.search.ceiling import cannot_beat
 from tuner.search.confirm import NOISE, simplicity
-from tuner.search.model import Prediction
+from tuner.search.model import Prediction, unlikeness
 from tuner.search.recommend import OperatingPoint
 
 ANCHOR_SPAN = 1.5  # points within this many times the budget re-anchor the model (beyond: too far to say)
@@ -156,10 +154,7 @@ def tail_ratio(strategy, cid: str) -> float:
                   if p.within and p.latency_ms >= 0.5 * budget_ms and p.mean_ms > 0] if other != cid else []
         if not ratios:
             continue
-        s = strategy.specs[other]
-        key = (s.instance_count != spec.instance_count, s.dynamic_batching != spec.dynamic_batching,
-               abs(math.log2(max(1, s.max_batch_size) / max(1, spec.max_batch_size))),
-               abs(s.max_queue_delay_us - spec.max_queue_delay_us), i)
+        key = (unlikeness(strategy.specs[other], spec), i)
         if best is None or key < best[0]:
             best = (key, ratios)
     return min(3.0, max(1.0, median(best[1]))) if best is not None else 1.0

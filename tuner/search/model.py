@@ -65,6 +65,14 @@ def _spacing_ms(m: Measurement) -> float | None:
     return cpu / sent * 1000.0 if sent else None
 
 
+def unlikeness(a: CandidateSpec, b: CandidateSpec) -> tuple:
+    """How unlike two candidates are, as a sort key (smallest: most alike): other instance counts
+    first, then dynamic batching on or off, then max_batch_size (ratio), then queue delay."""
+    return (a.instance_count != b.instance_count, a.dynamic_batching != b.dynamic_batching,
+            abs(math.log2(max(1, a.max_batch_size) / max(1, b.max_batch_size))),
+            abs(a.max_queue_delay_us - b.max_queue_delay_us))
+
+
 GAPS_MS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)      # per-execution backend time tried
 OVERLAPS = (1.0, 0.85, 0.7, 0.55, 0.4, 0.25, 0.1)  # device sharing tried
 
@@ -177,11 +185,7 @@ class BatchModel:
         own = [(s, t) for s, (_, t) in self.own.items() if t is not None]
         if not own:
             return self.tail
-        def distance(s: CandidateSpec) -> tuple:
-            return (s.instance_count != spec.instance_count,
-                    abs(math.log2(max(1, s.max_batch_size) / max(1, spec.max_batch_size))),
-                    abs(s.max_queue_delay_us - spec.max_queue_delay_us), s.candidate_id)
-        return min(own, key=lambda st: distance(st[0]))[1]
+        return min(own, key=lambda st: (unlikeness(st[0], spec), st[0].candidate_id))[1]
 
     def point(self, spec: CandidateSpec, concurrency: int, likely: bool = False) -> Prediction | None:
         """likely: an unmeasured candidate takes `likely_tail`, not the smallest tail seen."""
