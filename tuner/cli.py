@@ -132,8 +132,8 @@ def _load_settings(workers: str, ray_actors: int, transport: str, arrivals: str,
     if ray_address:
         import_ray()  # one clear line when Ray is not installed
         n_workers = ray_actors
-    if transport not in ("auto", "unary", "stream"):
-        raise typer.BadParameter("--transport takes auto, unary or stream")
+    if transport not in ("auto", "unary", "stream", "http"):
+        raise typer.BadParameter("--transport takes auto, unary, stream or http")
     return LoadSettings(workers=n_workers, transport=transport, ray_address=ray_address, **fields)
 
 
@@ -153,7 +153,10 @@ def measure(
                   "Ray actors, one per node of the cluster (pip install 'tuner[distributed]')"),
     ray_actors: int = typer.Option(0, help="with --workers ray: actors in all (0 = one per node)"),
     transport: str = typer.Option(
-        "auto", help="unary, stream or auto (the stream at concurrency <= 2 and for decoupled models)"),
+        "auto", help="unary, stream, http or auto (open loop: HTTP when the server's HTTP endpoint is known; "
+                     "closed loop: the gRPC stream at concurrency <= 2 and for decoupled models, else unary)"),
+    http_url: Optional[str] = typer.Option(
+        None, help="HTTP host:port of the Triton given by --url (its port 8000 by default), for load over HTTP"),
     metrics_url: Optional[str] = typer.Option(
         None, help="Triton metrics URL (default: the embedded server's, or http://<url host>:8002/metrics)"),
     version: str = typer.Option("", help="model version (default: the server's policy)"),
@@ -190,7 +193,9 @@ def measure(
     target = None
     if url:
         target = Connection(url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
-                            certificate_chain=certificate_chain, headers=tuple(_headers(header)))
+                            certificate_chain=certificate_chain, headers=tuple(_headers(header)), http_url=http_url)
+    elif http_url:
+        raise typer.BadParameter("--http-url names the HTTP endpoint of the server given by --url; pass both")
     result = measure_model(model, _run_dir(out, f"measure-{model}"), url=target, version=version,
                            concurrencies=levels, settings=settings, request_rates=rates, arrivals=arrivals,
                            metrics_url=metrics_url, traffic=traffic,

@@ -19,13 +19,14 @@ from bisect import bisect_left
 
 import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2
 
 from tuner.load.channel import LoadChannel
-from tuner.load.spec import LoadSettings, LoadShare, SPIN_LEAD_NS, SPIN_MAX_RATE, max_inflight, use_stream
-from tuner.load.request import RequestPlan, ResponseChecker, check_parsed, stream_payload
+from tuner.load.spec import LoadSettings, LoadShare, SPIN_LEAD_NS, SPIN_MAX_RATE, max_inflight, pick_transport
+from tuner.load.http import HttpLoad, check_http
+from tuner.load.request import RequestPlan, ResponseChecker, check_response
 from tuner.load.schedule import Timer
 from tuner.load.sequence import SequenceRunner
+from tuner.load.stream import Streamer
 from tuner.load.traffic import make_schedule
 from tuner.results.samples import WindowSample
 from tuner.results.selfcheck import LATE_SEND_MS
@@ -40,6 +41,8 @@ def _pct_ms(values_ns, q: float) -> float | None:
         return None
     return float(np.percentile(np.frombuffer(values_ns, dtype=np.int64), q)) / 1e6
 
+
+HTTP_START_CONNECTIONS = 8  # an open loop over HTTP opens these before its first send, more as needed
 
 # ------------------------------------------------------------------ engine ---
 
@@ -67,7 +70,8 @@ class Engine:
         self.track = plan.shapes > 1  # latencies keep their request's shape
         self.settings = settings
         self.share = share
-        self.stream = use_stream(plan, settings, share)
+        self.transport = pick_transport(plan, settings, share, channel.connection)
+        self.stream = self.transport == "stream"
         self.ends = array("q")
         self.lats = array("q")
         self.sent_lats = array("q")  # open loop: latency from the actual send, parallel to lats
@@ -82,13 +86,15 @@ class Engine:
         self.lag = array("q")
         self.error_kinds: dict[str, int] = {}
         self.first_error = ""
-        self.checker = ResponseChecker(plan.expected_outputs, settings.check_every, per_payload=plan.expected)
+        self.checker = ResponseChecker(plan.expected_outputs, settings.check_every, per_payload=plan.expected,
+                                       full_check=check_http if self.transport == "http" else check_response)
         self.running = False
         self.inflight = 0
         self.tasks: list[asyncio.Task] = []
         self.pending: set[asyncio.Task] = set()
         self.schedule = None  # open loop: send times (schedule.Schedule or a traffic schedule)
         self.streamer: Streamer | None = None
+        self.http: HttpLoad | None = None
         self.sequences: SequenceRunner | None = None  # a sequence model's load (closed loop only)
         self.crashed: BaseException | None = None
         self._idx: dict[str, int] = {}
@@ -128,6 +134,13 @@ class Engine:
                     await self._scheduler(t_start_ns, self.streamer.send)
                 else:
                     await self.streamer.run(share.concurrency)
+            elif self.transport == "http":
+                self.http = HttpLoad(self, self.channel.connection.http_url)
+                if share.rate > 0:
+                    await self.http.start(HTTP_START_CONNECTIONS)
+                    await self._scheduler(t_start_ns, self.http.send)
+                else:
+                    await self.http.run(share.concurrency)
             elif share.rate > 0:
                 await self._scheduler(t_start_ns, self._fire_unary)
             else:
@@ -147,10 +160,13 @@ class Engine:
             # next point doesn't start behind a backlog.
             deadline = time.perf_counter_ns() + int(self.settings.drain_s * 1e9)
             while time.perf_counter_ns() < deadline and (
-                    self.pending or (self.streamer is not None and self.streamer.pending)):
+                    self.pending or (self.streamer is not None and self.streamer.pending)
+                    or (self.http is not None and self.http.pending)):
                 await asyncio.sleep(0.01)
         if self.streamer is not None:
             self.streamer.close()
+        if self.http is not None:
+            self.http.close()
         if self.sequences is not None:  # open sequences send their end flag, so the server frees their slots
             await self.sequences.finish(self.settings.drain_s)
         tasks = self.tasks + list(self.pending)
@@ -374,125 +390,3 @@ def _self_check(e: "Engine", b: int, duration_ns: int, lats: array, errors: int,
         "checked": e.checker.checked - e._prev_checked,
         "workers": 1,
     }
-
-
-class Streamer:
-    """Requests over one bidirectional ModelStreamInfer stream (decoupled models).
-
-    Each request gets an id (appended to the serialized request: a later
-    field wins in protobuf) so responses can be matched; Triton flags each
-    request's final response (`triton_final_response`, asked for with the
-    request parameter `triton_enable_empty_final_response`). Latency runs from
-    when the request was queued to be written (its scheduled time in open
-    loop), to the first response and to the final one.
-    """
-
-    def __init__(self, engine: Engine):
-        self.e = engine
-        self.payloads = tuple(stream_payload(p) for p in engine.plan.payloads)
-        self.expected = engine.plan.expected
-        self.shape_of = engine.plan.shape_of
-        self.decoupled = engine.plan.decoupled
-        # id -> [t_sched, t_first, responses, problem, t_send, payload]
-        self.pending: dict[str, list] = {}
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.seq = 0
-        self.concurrency = 0
-        self.call = None
-
-    def send(self, t_sched: int, t_send: int = 0) -> None:
-        """Queue one request; on a stream, its send time is when it is queued to be written."""
-        self.seq += 1
-        rid = str(self.seq)
-        b = rid.encode()
-        p = self.e.next_payload()
-        self.pending[rid] = [t_sched, 0, 0, None, t_send or t_sched, p]
-        self.e.inflight = len(self.pending)
-        self.queue.put_nowait(self.payloads[p] + b"\x1a" + bytes((len(b),)) + b)
-
-    async def _requests(self, queue: asyncio.Queue):
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            yield item
-
-    async def run(self, concurrency: int) -> None:
-        """Read responses until stopped; reopen the stream after a failure."""
-        e = self.e
-        self.concurrency = concurrency
-        first = True
-        while e.running:
-            if not first:  # after a failure: a new stream, nothing outstanding
-                self.queue = asyncio.Queue()
-                self.pending.clear()
-            first = False
-            for _ in range(concurrency):
-                self.send(time.perf_counter_ns())
-            self.call = e.channel.stream(self._requests(self.queue), timeout=None, metadata=e.metadata)
-            try:
-                async for raw in self.call:
-                    self._handle(raw)
-                detail, kind = "the server ended the stream", "STREAM_ENDED"
-            except grpc.aio.AioRpcError as err:
-                kind, detail = err.code().name, err.details() or ""
-            if not e.running:
-                return
-            for _ in range(max(1, len(self.pending))):
-                e.error(kind, detail)
-            self.pending.clear()
-            e.inflight = 0
-            await asyncio.sleep(0.05)
-
-    def close(self) -> None:
-        self.queue.put_nowait(None)
-        if self.call is not None:
-            self.call.cancel()
-
-    def _handle(self, raw: bytes) -> None:
-        t = time.perf_counter_ns()
-        e = self.e
-        r = service_pb2.ModelStreamInferResponse.FromString(raw)
-        ir = r.infer_response
-        pending = self.pending
-        st = pending.get(ir.id)
-        if r.error_message:
-            rid = ir.id if st is not None else next(iter(pending), None)
-            if rid is None:
-                return
-            del pending[rid]
-            e.error("STREAM_ERROR", r.error_message)
-            self._next()
-            return
-        if st is None:
-            return  # a request already given up on
-        if len(ir.outputs):
-            st[2] += 1
-            if not st[1]:
-                st[1] = t
-            if st[3] is None:
-                st[3] = check_parsed(ir, self.expected[st[5]])
-        flag = ir.parameters.get("triton_final_response")
-        final = flag.bool_param if flag is not None else not self.decoupled
-        if not final:
-            return
-        del pending[ir.id]
-        if st[3] is not None:
-            e.error("BAD_OUTPUT", st[3])
-        elif st[2] == 0 and not self.decoupled:
-            e.error("BAD_OUTPUT", "final response without outputs")
-        else:
-            e.ends.append(t)
-            e.lats.append(t - st[0])
-            e.sent_lats.append(t - st[4])
-            e.firsts.append((st[1] or t) - st[0])
-            e.nresp.append(st[2])
-            if e.track:
-                e.shape_idx.append(self.shape_of[st[5]])
-        self._next()
-
-    def _next(self) -> None:
-        e = self.e
-        e.inflight = len(self.pending)
-        if self.concurrency and e.running:
-            self.send(time.perf_counter_ns())

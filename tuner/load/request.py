@@ -312,13 +312,16 @@ class ResponseChecker:
     the full check. For a fixed request a good response always has the same
     length, and an empty or mis-sized output changes it, so no bad response
     passes as good. `per_payload` (one expectation per payload) replaces
-    `expected` when given; calls then name the payload.
+    `expected` when given; calls then name the payload. `full_check` parses
+    a response of the wire in use (`check_response` for gRPC, `http.check_http`).
     """
 
-    __slots__ = ("expected", "every", "good", "n", "checked")
+    __slots__ = ("expected", "every", "good", "n", "checked", "full_check")
     MAX_LENGTHS = 16  # outputs of variable size: at most this many known-good lengths per payload
 
-    def __init__(self, expected: Expected, every: int = 16, per_payload: tuple[Expected, ...] | None = None):
+    def __init__(self, expected: Expected, every: int = 16, per_payload: tuple[Expected, ...] | None = None,
+                 full_check=check_response):
+        self.full_check = full_check
         self.expected = tuple(per_payload) if per_payload else (expected,)
         self.every = max(1, int(every))
         self.good: list[set[int]] = [set() for _ in self.expected]
@@ -334,7 +337,7 @@ class ResponseChecker:
                 return None
             self.n = 0
         self.checked += 1
-        problem = check_response(raw, self.expected[payload])
+        problem = self.full_check(raw, self.expected[payload])
         if problem is None and len(good) < self.MAX_LENGTHS:
             good.add(size)
         return problem

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from tuner.errors import LoadError
 from tuner.load.request import RequestPlan
+from tuner.server.connection import Connection
 from tuner.load.schedule import ARRIVALS  # noqa: F401 - the load's names are read from here
 from tuner.load.traffic import Traffic
 from tuner.results.samples import WindowSample
@@ -24,7 +25,7 @@ class LoadSettings:
     # load from Ray actors (raypool.py): "auto" (RAY_ADDRESS or a local Ray) or "ray://HOST:PORT"; None = local
     ray_address: str | None = None
     check_every: int = 16  # fully parse one response in N (the rest: byte length check)
-    transport: str = "auto"  # "unary" | "stream" | "auto" (see `use_stream`)
+    transport: str = "auto"  # "unary" | "stream" | "http" | "auto" (see `pick_transport`)
     max_inflight: int = 0  # open loop: outstanding requests before sends wait; 0 = half a second's worth
     drain_s: float = 10.0  # open loop: wait this long for outstanding requests at a point's end
 
@@ -71,7 +72,7 @@ class LoadShare:
     of: int = 1
 
 
-TRANSPORTS = ("auto", "unary", "stream")
+TRANSPORTS = ("auto", "unary", "stream", "http")
 STREAM_MAX_CONCURRENCY = 2
 PER_PROCESS_CONCURRENCY = 64  # automatic workers: one load process per this many in flight
 PER_PROCESS_RATE = 8000.0  # ... or per this many requests/s
@@ -80,29 +81,45 @@ SPIN_LEAD_NS = 150_000  # open loop up to SPIN_MAX_RATE: wake this early and yie
 SPIN_MAX_RATE = 1000.0
 
 
-def use_stream(plan: RequestPlan, settings: LoadSettings, share: "LoadShare") -> bool:
-    """Whether a load point goes over the ModelStreamInfer stream instead of unary calls.
+def pick_transport(plan: RequestPlan, settings: LoadSettings, share: "LoadShare",
+                   connection: "Connection | None" = None) -> str:
+    """The wire a load point's requests go over: "unary" gRPC calls, the gRPC "stream", or "http".
 
-    Decoupled models: always (unary calls can't carry several responses).
-    Sequence models: never.
-    Otherwise "unary" or "stream" as set; "auto" is the stream for a closed
-    loop of at most STREAM_MAX_CONCURRENCY requests in flight or an open loop
-    of at most STREAM_MAX_RATE requests/s per process (a stream skips the
-    per-call HTTP/2 stream set-up: ~0.1 ms less per request on a 2-core
-    host), unary calls above (one stream tops out near 10k requests/s and
-    costs more client CPU per request there).
+    Decoupled models: always the stream (only it carries several responses).
+    Sequence models: unary calls (one request in flight per sequence keeps its order, load/sequence.py).
+    Otherwise as set; "http" needs the server's HTTP endpoint (`Connection.http_url`) and no TLS.
+    "auto" is HTTP whenever the endpoint is known (the embedded server's
+    always is): a Python gRPC client pays ~0.2 ms of CPU per message at a
+    fixed rate, which showed as latency (0.15-0.25 ms at p50 at 2000/s on 2
+    cores) and as late sends, and in a closed loop it capped a near-zero-cost
+    model at 0.6-0.75x of what HTTP reached (load/http.py has the figures).
+    Without the endpoint: the stream for a closed loop of at most STREAM_MAX_CONCURRENCY requests in flight or an
+    open loop of at most STREAM_MAX_RATE requests/s per process (a stream
+    skips the per-call HTTP/2 stream set-up: ~0.1 ms less per request),
+    unary calls above (one stream tops out near 10k requests/s and costs
+    more client CPU per request there).
     """
-    if plan.decoupled:
-        return True
-    if plan.sequence is not None:
-        return False  # one request in flight per sequence: unary calls keep its order (load/sequence.py)
     if settings.transport not in TRANSPORTS:
         raise LoadError(f"transport '{settings.transport}' is not supported; use {', '.join(TRANSPORTS)}")
+    if plan.decoupled:
+        return "stream"
+    if plan.sequence is not None:
+        return "unary"
+    http_ok = connection is not None and bool(connection.http_url) and not connection.uses_tls
+    if settings.transport == "http":
+        if not http_ok:
+            why = "TLS is only supported over gRPC" if connection is not None and connection.uses_tls else \
+                "the server's HTTP endpoint is not known"
+            raise LoadError(f"transport 'http': {why}; pass --http-url HOST:PORT (Triton's HTTP port, 8000 by "
+                            "default) or use --transport auto")
+        return "http"
     if settings.transport == "auto":
+        if http_ok:
+            return "http"
         if share.rate > 0:
-            return share.rate <= STREAM_MAX_RATE
-        return 0 < share.concurrency <= STREAM_MAX_CONCURRENCY
-    return settings.transport == "stream"
+            return "stream" if share.rate <= STREAM_MAX_RATE else "unary"
+        return "stream" if 0 < share.concurrency <= STREAM_MAX_CONCURRENCY else "unary"
+    return settings.transport
 
 
 def max_inflight(settings: LoadSettings, rate: float) -> int:

@@ -67,6 +67,8 @@ class Connection:
     private_key: Path | None = None
     certificate_chain: Path | None = None
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # Triton's HTTP endpoint host:port, for load over HTTP (load/http.py); None: not known, gRPC only
+    http_url: str | None = None
 
     def __repr__(self) -> str:
         names = ", ".join(n for n, _ in self.headers)
@@ -102,7 +104,8 @@ class Connection:
 
     def describe(self) -> dict:
         """What may be stored: never the header values."""
-        return {"url": self.url, "tls": self.uses_tls, "header_names": [n for n, _ in self.headers]}
+        return {"url": self.url, "http_url": self.http_url, "tls": self.uses_tls,
+                "header_names": [n for n, _ in self.headers]}
 
 
 def as_connection(target: "str | Connection") -> Connection:

@@ -26,7 +26,11 @@ class ServerContext:
     def connection(self) -> Connection:
         """URL, TLS and headers for load clients (follows a restarted server's URL)."""
         conn = self.control.connection
-        return conn if conn.url == self.url else replace(conn, url=self.url)
+        if conn.url != self.url:
+            conn = replace(conn, url=self.url)
+        if self.embedded is not None and self.embedded.http_port:
+            conn = replace(conn, http_url=f"127.0.0.1:{self.embedded.http_port}")
+        return conn
 
     def describe(self) -> dict:
         md = self.control.metadata()
