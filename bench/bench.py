@@ -31,7 +31,11 @@ compute, and the mean batch it executed. A latency gap between the tools then
 splits into what the server did differently (queueing behind bursty sends, other
 batches) and what lies outside it (the client's receive path, its lateness).
 
-    python bench/bench.py [--sections loadgen] [--json FILE] [--quick] [--repeat N]
+tuner reaches the server as a user's run does (both endpoints known, so its
+default wire is HTTP: load/http.py); `--transport stream|unary` measures a
+gRPC wire instead. perf_analyzer runs over gRPC, its default.
+
+    python bench/bench.py [--sections loadgen] [--json FILE] [--quick] [--repeat N] [--transport T]
     PERF_ANALYZER="cmd prefix" (how to run perf_analyzer; bench.sh sets it)
 """
 
@@ -58,6 +62,7 @@ from tuner.load.inputs import InputSpec
 from tuner.load.request import build_request
 from tuner.load.spec import LoadSettings
 from tuner.results.stats import summarize
+from tuner.server.connection import Connection
 from tuner.server.control import ServerControl
 from tuner.server.embedded import EmbeddedServer
 from tuner.server.install import prepare_repository
@@ -73,6 +78,7 @@ class BenchContext:
     repeat: int = 3  # runs of each tool per point (interleaved); the table shows medians
     only: tuple[str, ...] = ()  # loadgen: the points whose key contains one of these (empty: all)
     echo: Callable[[str], None] = print
+    transport: str = "auto"  # tuner's wire: "auto" is HTTP against this embedded server (load/spec.py)
     notes: list[str] = field(default_factory=list)
     # one event loop for every in-process measurement (grpc.aio wants one loop per process)
     loop: asyncio.AbstractEventLoop = field(default_factory=new_event_loop)
@@ -155,10 +161,12 @@ def run_tuner(ctx: BenchContext, point: Point, window_s: float) -> dict:
     ctl = ctx.control
     inputs = InputSpec(data_path=ctx.work / MIX_FILE) if point.mix else None
     plan = build_request(ctl.model_config(point.model), point.model, inputs=inputs)
-    settings = LoadSettings(warmup_s=1.0, window_s=window_s, min_windows=3, max_windows=3)
+    settings = LoadSettings(warmup_s=1.0, window_s=window_s, min_windows=3, max_windows=3, transport=ctx.transport)
+    # as a user's run reaches the embedded server: both its endpoints known
+    conn = Connection(ctx.server.url, http_url=f"127.0.0.1:{ctx.server.http_port}")
 
     async def go():
-        async with LoadClient(ctx.server.url, point.model, metrics_url=ctx.server.metrics_url) as client:
+        async with LoadClient(conn, point.model, metrics_url=ctx.server.metrics_url) as client:
             if point.rate:
                 return await client.open_loop(plan, point.rate, settings, "constant")
             return await client.closed_loop(plan, point.concurrency, settings)
@@ -367,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "comma-separated texts (e.g. identity_mix)")
     ap.add_argument("--repeat", type=int, default=None,
                     help="runs of each tool per point, interleaved; medians are shown (default 3, --quick 1)")
+    ap.add_argument("--transport", default="auto", choices=("auto", "http", "stream", "unary"),
+                    help="tuner's wire (default auto: HTTP to this embedded server)")
     args = ap.parse_args(argv)
     names = [s for s in args.sections.split(",") if s]
     unknown = [s for s in names if s not in SECTIONS]
@@ -387,14 +397,14 @@ def main(argv: list[str] | None = None) -> int:
         control = ServerControl(server.url, server.log_path)
         repeat = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 3))
         ctx = BenchContext(server, control, work, pa, quick=args.quick, repeat=repeat, echo=echo,
-                           only=tuple(x for x in args.points.split(",") if x))
+                           only=tuple(x for x in args.points.split(",") if x), transport=args.transport)
         if pa is None:
             ctx.notes.append("perf_analyzer is not available: tuner's figures only")
         doc: dict = {"meta": {
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "cores": os.cpu_count(), "python": sys.version.split()[0], "event_loop": loop_kind(),
             "perf_analyzer": pa_env or None, "window_s": 1.0 if args.quick else WINDOW_S,
-            "repeat": repeat,
+            "repeat": repeat, "tuner_transport": args.transport, "perf_analyzer_protocol": "grpc",
             "load_avg_before": os.getloadavg()[0],
         }}
         try:

@@ -113,6 +113,22 @@ HEADER = typer.Option([], help="extra request header 'Name: value' (repeatable; 
 # What requests carry: measure, sweep and check take the same options.
 INPUT_DATA = typer.Option(None, "--input-data", help=cli_inputs.INPUT_DATA_HELP)
 BATCH_SIZE = typer.Option(None, "--batch-size", help=cli_inputs.BATCH_SIZE_HELP)
+TRANSPORT = typer.Option("auto", help="http, stream, unary or auto: HTTP when the server's HTTP endpoint is known "
+                                      "(the embedded one's; --http-url), else gRPC (README: which wire)")
+HTTP_URL = typer.Option(None, help="HTTP host:port of the Triton given by --url (its port 8000 by default): "
+                                   "load over HTTP")
+
+
+def _connection(url, ssl, root_certificates, private_key, certificate_chain, header, http_url=None):
+    """The --url server's connection from the flags; None: the embedded server."""
+    from tuner.server.connection import Connection
+
+    if not url:
+        if http_url:
+            raise typer.BadParameter("--http-url names the HTTP endpoint of the server given by --url; pass both")
+        return None
+    return Connection(url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+                      certificate_chain=certificate_chain, headers=tuple(_headers(header)), http_url=http_url)
 
 
 def _load_settings(workers: str, ray_actors: int, transport: str, arrivals: str, **fields):
@@ -152,11 +168,8 @@ def measure(
         "0", help="load processes (0 = automatic from client cores and load); 'ray' or 'ray://HOST:PORT': "
                   "Ray actors, one per node of the cluster (pip install 'tuner[distributed]')"),
     ray_actors: int = typer.Option(0, help="with --workers ray: actors in all (0 = one per node)"),
-    transport: str = typer.Option(
-        "auto", help="unary, stream, http or auto (open loop: HTTP when the server's HTTP endpoint is known; "
-                     "closed loop: the gRPC stream at concurrency <= 2 and for decoupled models, else unary)"),
-    http_url: Optional[str] = typer.Option(
-        None, help="HTTP host:port of the Triton given by --url (its port 8000 by default), for load over HTTP"),
+    transport: str = TRANSPORT,
+    http_url: Optional[str] = HTTP_URL,
     metrics_url: Optional[str] = typer.Option(
         None, help="Triton metrics URL (default: the embedded server's, or http://<url host>:8002/metrics)"),
     version: str = typer.Option("", help="model version (default: the server's policy)"),
@@ -183,19 +196,13 @@ def measure(
     from tuner.measure import measure_model, summary_json
     from tuner.report.table import measure_table
     from tuner.results.store import write_atomic
-    from tuner.server.connection import Connection
 
     settings = _load_settings(workers, ray_actors, transport, arrivals, warmup_s=warmup_s, window_s=window_s,
                               max_windows=max_windows, stability_pct=stability_pct)
     rates, traffic = cli_inputs.rates_and_traffic(request_rate, request_intervals, ramp)
     levels = (_ints(concurrency, "--concurrency") if concurrency is not None
               else ([] if rates or traffic else [1, 8, 32]))
-    target = None
-    if url:
-        target = Connection(url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
-                            certificate_chain=certificate_chain, headers=tuple(_headers(header)), http_url=http_url)
-    elif http_url:
-        raise typer.BadParameter("--http-url names the HTTP endpoint of the server given by --url; pass both")
+    target = _connection(url, ssl, root_certificates, private_key, certificate_chain, header, http_url)
     result = measure_model(model, _run_dir(out, f"measure-{model}"), url=target, version=version,
                            concurrencies=levels, settings=settings, request_rates=rates, arrivals=arrivals,
                            metrics_url=metrics_url, traffic=traffic,
@@ -233,11 +240,9 @@ def sweep(
 ) -> None:
     """Sweep candidate configs and load levels, recommend one, write the report."""
     from tuner.report.progress import SweepProgress
-    from tuner.server.connection import Connection
     from tuner.sweep import run_sweep
 
-    conn = Connection(url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
-                      certificate_chain=certificate_chain, headers=tuple(_headers(header))) if url else None
+    conn = _connection(url, ssl, root_certificates, private_key, certificate_chain, header)
     prof, run_dir = cli_inputs.sweep_profile(profile, model, resume, out, conn)
     if search is not None and search not in ("grid", "smart"):
         raise typer.BadParameter("--search takes grid or smart")

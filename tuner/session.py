@@ -30,6 +30,7 @@ Commands never open a server, a results file or a lock by themselves.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -69,6 +70,17 @@ class SessionSpec:
     # further models the run needs on the server (a BLS model's callees, models sharing the server);
     # the embedded server's repository also gets every bundled ensemble's steps
     models: tuple[str, ...] = ()
+
+
+RESIGNAL_S = 0.02
+
+
+def _in_finalizer(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 class RunSession:
@@ -136,8 +148,13 @@ class RunSession:
         if threading.current_thread() is not threading.main_thread():
             return  # signals can only be handled on the main thread
 
-        def on_term(signum, _frame):
+        def on_term(signum, frame):
             self._signum = signum
+            if _in_finalizer(frame):
+                # Python prints and drops an exception raised inside __del__ (seen in grpc's Call.__del__:
+                # the sweep then ran to its end): send the signal again in a moment, from outside it.
+                threading.Timer(RESIGNAL_S, os.kill, (os.getpid(), signum)).start()
+                return
             raise KeyboardInterrupt
 
         self._old_sigterm = signal.signal(signal.SIGTERM, on_term)

@@ -42,8 +42,6 @@ def _pct_ms(values_ns, q: float) -> float | None:
     return float(np.percentile(np.frombuffer(values_ns, dtype=np.int64), q)) / 1e6
 
 
-HTTP_START_CONNECTIONS = 8  # an open loop over HTTP opens these before its first send, more as needed
-
 # ------------------------------------------------------------------ engine ---
 
 class Engine:
@@ -137,7 +135,7 @@ class Engine:
             elif self.transport == "http":
                 self.http = HttpLoad(self, self.channel.connection.http_url)
                 if share.rate > 0:
-                    await self.http.start(HTTP_START_CONNECTIONS)
+                    await self.http.start()
                     await self._scheduler(t_start_ns, self.http.send)
                 else:
                     await self.http.run(share.concurrency)
@@ -160,13 +158,11 @@ class Engine:
             # next point doesn't start behind a backlog.
             deadline = time.perf_counter_ns() + int(self.settings.drain_s * 1e9)
             while time.perf_counter_ns() < deadline and (
-                    self.pending or (self.streamer is not None and self.streamer.pending)
-                    or (self.http is not None and self.http.pending)):
+                    self.pending or any(w is not None and w.pending for w in (self.streamer, self.http))):
                 await asyncio.sleep(0.01)
-        if self.streamer is not None:
-            self.streamer.close()
-        if self.http is not None:
-            self.http.close()
+        for wire in (self.streamer, self.http):
+            if wire is not None:
+                wire.close()
         if self.sequences is not None:  # open sequences send their end flag, so the server frees their slots
             await self.sequences.finish(self.settings.drain_s)
         tasks = self.tasks + list(self.pending)

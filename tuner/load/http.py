@@ -37,6 +37,7 @@ from tritonclient.grpc import service_pb2
 
 from tuner.errors import LoadError
 
+START_CONNECTIONS = 8  # an open loop opens these before its first send, more as sends find none idle
 RECONNECT_PAUSE_S = 0.05  # after a refused or dropped connection: don't spin on a dead server
 _DECODER = json.JSONDecoder()
 _PARAM_KINDS = ("bool_param", "int64_param", "string_param", "double_param", "uint64_param")
@@ -195,7 +196,7 @@ class HttpLoad:
         conn.tr.write(self.messages[p])
 
     # -- open loop
-    async def start(self, connections: int) -> None:
+    async def start(self, connections: int = START_CONNECTIONS) -> None:
         """Open the pool's first connections (an open loop's); more open when sends find none idle."""
         for conn in await asyncio.gather(*(self._open() for _ in range(max(1, connections)))):
             if conn is not None:
