@@ -33,9 +33,11 @@ batches) and what lies outside it (the client's receive path, its lateness).
 
 tuner reaches the server as a user's run does (both endpoints known, so its
 default wire is HTTP: load/http.py); `--transport stream|unary` measures a
-gRPC wire instead. perf_analyzer runs over gRPC, its default.
+gRPC wire instead. perf_analyzer runs over gRPC, its default; `--pa-protocol http`
+puts it on HTTP, so both tools can be compared on one wire.
 
     python bench/bench.py [--sections loadgen] [--json FILE] [--quick] [--repeat N] [--transport T]
+        [--pa-protocol grpc|http]
     PERF_ANALYZER="cmd prefix" (how to run perf_analyzer; bench.sh sets it)
 """
 
@@ -79,6 +81,7 @@ class BenchContext:
     only: tuple[str, ...] = ()  # loadgen: the points whose key contains one of these (empty: all)
     echo: Callable[[str], None] = print
     transport: str = "auto"  # tuner's wire: "auto" is HTTP against this embedded server (load/spec.py)
+    pa_protocol: str = "grpc"  # perf_analyzer's wire (-i); "http" compares the two tools on one wire
     notes: list[str] = field(default_factory=list)
     # one event loop for every in-process measurement (grpc.aio wants one loop per process)
     loop: asyncio.AbstractEventLoop = field(default_factory=new_event_loop)
@@ -205,7 +208,8 @@ def run_perf_analyzer(ctx: BenchContext, point: Point, window_s: float) -> dict 
         return None
     out_csv = ctx.work / f"pa_{point.key}.csv"
     cmd = ctx.perf_analyzer + [
-        "-m", point.model, "-u", ctx.server.url, "-i", "grpc",
+        "-m", point.model, "-i", ctx.pa_protocol,
+        "-u", ctx.server.url if ctx.pa_protocol == "grpc" else f"127.0.0.1:{ctx.server.http_port}",
         "--measurement-interval", str(int(window_s * 1000)), "-f", str(out_csv),
     ]
     if point.rate:
@@ -377,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs of each tool per point, interleaved; medians are shown (default 3, --quick 1)")
     ap.add_argument("--transport", default="auto", choices=("auto", "http", "stream", "unary"),
                     help="tuner's wire (default auto: HTTP to this embedded server)")
+    ap.add_argument("--pa-protocol", default="grpc", choices=("grpc", "http"),
+                    help="perf_analyzer's wire (its -i; default grpc, its own default)")
     args = ap.parse_args(argv)
     names = [s for s in args.sections.split(",") if s]
     unknown = [s for s in names if s not in SECTIONS]
@@ -397,14 +403,15 @@ def main(argv: list[str] | None = None) -> int:
         control = ServerControl(server.url, server.log_path)
         repeat = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 3))
         ctx = BenchContext(server, control, work, pa, quick=args.quick, repeat=repeat, echo=echo,
-                           only=tuple(x for x in args.points.split(",") if x), transport=args.transport)
+                           only=tuple(x for x in args.points.split(",") if x), transport=args.transport,
+                           pa_protocol=args.pa_protocol)
         if pa is None:
             ctx.notes.append("perf_analyzer is not available: tuner's figures only")
         doc: dict = {"meta": {
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "cores": os.cpu_count(), "python": sys.version.split()[0], "event_loop": loop_kind(),
             "perf_analyzer": pa_env or None, "window_s": 1.0 if args.quick else WINDOW_S,
-            "repeat": repeat, "tuner_transport": args.transport, "perf_analyzer_protocol": "grpc",
+            "repeat": repeat, "tuner_transport": args.transport, "perf_analyzer_protocol": args.pa_protocol,
             "load_avg_before": os.getloadavg()[0],
         }}
         try:
