@@ -23,7 +23,7 @@ from tuner.server.embedded import EmbeddedServer
 from tuner.server.install import prepare_repository
 
 from .conftest import request_plan
-from .test_load import BROKEN_CONFIG, BROKEN_MODEL
+from .test_load import add_broken_models
 
 pytestmark = pytest.mark.timeout(180)
 FAST = LoadSettings(warmup_s=0.3, window_s=0.5, min_windows=2, max_windows=2, stability_pct=100)
@@ -111,11 +111,7 @@ def test_the_http_request_carries_the_grpc_payloads_tensors():
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory):
     """Identity, textlen (variable length) and two models with bad outputs, reached over HTTP."""
-    repo = prepare_repository(tmp_path_factory.mktemp("http_repo"), ["identity", "textlen"])
-    for name, mode in (("empty_out", "empty"), ("short_out", "short")):
-        (repo / name / "1").mkdir(parents=True)
-        (repo / name / "config.pbtxt").write_text(BROKEN_CONFIG.format(name=name, mode=mode))
-        (repo / name / "1" / "model.py").write_text(BROKEN_MODEL)
+    repo = add_broken_models(prepare_repository(tmp_path_factory.mktemp("http_repo"), ["identity", "textlen"]))
     with EmbeddedServer(repo, tmp_path_factory.mktemp("http_logs") / "tritonserver.log") as srv:
         yield srv
 

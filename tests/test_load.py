@@ -62,14 +62,19 @@ class TritonPythonModel:
 """
 
 
-@pytest.fixture(scope="module")
-def odd_server(tmp_path_factory):
-    """A server with the bundled decoupled model and two models with bad outputs."""
-    repo = prepare_repository(tmp_path_factory.mktemp("odd_repo"), ["decoupled"])
+def add_broken_models(repo):
+    """`empty_out` and `short_out` (BROKEN_MODEL) added to a model repository; returns it."""
     for name, mode in (("empty_out", "empty"), ("short_out", "short")):
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(BROKEN_CONFIG.format(name=name, mode=mode))
         (repo / name / "1" / "model.py").write_text(BROKEN_MODEL)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def odd_server(tmp_path_factory):
+    """A server with the bundled decoupled model and two models with bad outputs."""
+    repo = add_broken_models(prepare_repository(tmp_path_factory.mktemp("odd_repo"), ["decoupled"]))
     with EmbeddedServer(repo, tmp_path_factory.mktemp("odd_logs") / "tritonserver.log") as srv:
         yield srv
 
