@@ -166,7 +166,7 @@ def run_tuner(ctx: BenchContext, point: Point, window_s: float) -> dict:
     plan = build_request(ctl.model_config(point.model), point.model, inputs=inputs)
     settings = LoadSettings(warmup_s=1.0, window_s=window_s, min_windows=3, max_windows=3, transport=ctx.transport)
     # as a user's run reaches the embedded server: both its endpoints known
-    conn = Connection(ctx.server.url, http_url=f"127.0.0.1:{ctx.server.http_port}")
+    conn = Connection(ctx.server.url, http_url=ctx.server.http_url)
 
     async def go():
         async with LoadClient(conn, point.model, metrics_url=ctx.server.metrics_url) as client:
@@ -209,7 +209,7 @@ def run_perf_analyzer(ctx: BenchContext, point: Point, window_s: float) -> dict 
     out_csv = ctx.work / f"pa_{point.key}.csv"
     cmd = ctx.perf_analyzer + [
         "-m", point.model, "-i", ctx.pa_protocol,
-        "-u", ctx.server.url if ctx.pa_protocol == "grpc" else f"127.0.0.1:{ctx.server.http_port}",
+        "-u", ctx.server.url if ctx.pa_protocol == "grpc" else ctx.server.http_url,
         "--measurement-interval", str(int(window_s * 1000)), "-f", str(out_csv),
     ]
     if point.rate:

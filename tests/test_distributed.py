@@ -94,6 +94,10 @@ def _gcs_log_tail(tmp: Path, chars: int = 1500) -> str:
     return "\n".join(out) or "(no GCS log)"
 
 
+class ClusterStartError(RuntimeError):
+    """Ray's own start-up failed (before any of tuner's code ran)."""
+
+
 @contextlib.contextmanager
 def _two_nodes():
     """Two Ray nodes in a temp folder of their own; every Ray process started is gone at the end.
@@ -133,18 +137,14 @@ def _two_nodes():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-class ClusterStartError(RuntimeError):
-    """Ray's own start-up failed (before any of tuner's code ran)."""
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """The two-node cluster, started again once if Ray's own start-up fails.
 
-    In a CI run on 2 busy cores, the head's GCS server once never wrote its port file within
-    RAY_gcs_server_port_wait_time_s (120 s; 30 s in another), where it takes about 2 s alone. That is Ray's
-    start-up, not what these tests check, so a second try in fresh folders is allowed; the first
-    failure's GCS log is printed, and a second failure fails the tests with its own.
+    In CI runs on 2 busy cores the head's GCS server twice never wrote its port file within
+    RAY_gcs_server_port_wait_time_s (30 s, then 120 s), where it takes about 2 s alone. That is
+    Ray's start-up, not what these tests check, so a second try in fresh folders is allowed; the
+    first failure's GCS log is printed, and a second failure fails the tests with its own.
     """
     for attempt in (1, 2):
         try:

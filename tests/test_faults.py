@@ -147,7 +147,7 @@ def test_unreachable_server_and_wrong_port(remote_server, tmp_path):
     assert proc.returncode == 3 and f"127.0.0.1:{port}" in line and "--url" in line
     assert took < 20
     # the HTTP port is not the gRPC port
-    http = f"127.0.0.1:{remote_server.http_port}"
+    http = remote_server.http_url
     proc, line, took = _one_line_error(["sweep", str(profile), "--url", http, "--out", str(tmp_path / "r2")])
     assert http in line and "gRPC" in line and took < 20
 

@@ -30,7 +30,7 @@ FAST = LoadSettings(warmup_s=0.3, window_s=0.5, min_windows=2, max_windows=2, st
 
 
 def _conn(srv: EmbeddedServer) -> Connection:
-    return Connection(srv.url, http_url=f"127.0.0.1:{srv.http_port}")
+    return Connection(srv.url, http_url=srv.http_url)
 
 
 def _run(conn, model, plan, *, concurrency=None, rate=None, settings=FAST):

@@ -28,8 +28,8 @@ class ServerContext:
         conn = self.control.connection
         if conn.url != self.url:
             conn = replace(conn, url=self.url)
-        if self.embedded is not None and self.embedded.http_port:
-            conn = replace(conn, http_url=f"127.0.0.1:{self.embedded.http_port}")
+        if self.embedded is not None and self.embedded.http_url:
+            conn = replace(conn, http_url=self.embedded.http_url)
         return conn
 
     def describe(self) -> dict:

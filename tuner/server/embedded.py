@@ -75,6 +75,11 @@ class EmbeddedServer:
         return f"127.0.0.1:{self.grpc_port}"
 
     @property
+    def http_url(self) -> str | None:
+        """host:port of the HTTP endpoint (load/http.py's wire); None before the server starts."""
+        return f"127.0.0.1:{self.http_port}" if self.http_port else None
+
+    @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
