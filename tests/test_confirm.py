@@ -14,7 +14,7 @@ from tuner.report.outputs import finalize_run, report_run
 from tuner.results.records import SCHEMA, CandidateRecord, ConfirmPlan, ConfirmPoint, Measurement
 from tuner.results.stats import ServerDelta, WindowSample
 from tuner.results.store import RunResults, append_record, load_results
-from tuner.search.confirm import Slot, analyse, plan, rounds_for, simplicity, t975, undecided
+from tuner.search.confirm import PRIOR_DF, VISIT_BUDGET, Slot, analyse, next_round, plan, simplicity, t975
 from tuner.search.recommend import Constraints, recommend
 from tuner.search.surfaces import SURFACES, Surface
 from tuner.server.install import BUNDLED_MODELS_DIR
@@ -67,11 +67,6 @@ def slots(*ids: str) -> list[Slot]:
 
 # ------------------------------------------------------------ the statistics (pure)
 
-def test_rounds_shrink_when_many_configs_are_confirmed():
-    assert [rounds_for(n, 4) for n in (2, 3, 4, 5, 6)] == [4, 4, 3, 3, 3]
-    assert rounds_for(3, 2) == 2  # the profile's own count is the most
-
-
 def test_t_quantile():
     assert t975(1) == pytest.approx(12.706) and t975(9) == pytest.approx(2.262)
     assert t975(200) == pytest.approx(1.972, abs=0.005) and t975(0) == float("inf")
@@ -88,7 +83,7 @@ def test_clear_winner_gets_an_interval_and_a_significant_gain():
     g = conf.gain
     assert g.candidate_id == ids[0] and g.significant and g.ci[0] <= g.ratio <= g.ci[1]
     assert g.ci[0] < 2.0 < g.ci[1] * 1.05 and g.ratio == pytest.approx(2.0, rel=0.08)
-    assert conf.rounds == 4 and conf.df == 3 * 3 and conf.sigma_rel > 0
+    assert conf.rounds == 4 and conf.df == 3 * 3 + PRIOR_DF and conf.sigma_rel > 0
     assert "confirmed over 4 interleaved round(s)" in conf.reason and "the baseline" in conf.reason
 
 
@@ -108,15 +103,15 @@ def test_tied_candidates_go_to_the_simpler_config():
 
 
 def test_a_difference_within_the_tie_margin_is_a_tie_however_tight_the_intervals():
-    # quiet visits give intervals of about +-0.5%: 2% apart does not overlap, yet it is no reason
-    # to pick the more complex config (a second run would often rank the two the other way)
+    # twelve rounds of quiet visits give intervals of about +-0.6%: 2% apart does not overlap, yet it
+    # is no reason to pick the more complex config (a second run would often rank the two the other way)
     a, b = "mbs16-qd2000-pbsauto-i1", "mbs16-qd0-pbsauto-i1"
-    pts = rounds({a: 1020.0, b: 1000.0, "baseline": 500.0}, 4, 0.003, seed=3)
+    pts = rounds({a: 1020.0, b: 1000.0, "baseline": 500.0}, 12, 0.003, seed=3)
     conf = analyse(pts, slots(a, b, "baseline"), SPECS, C)
     assert not conf.config(a).throughput.overlaps(conf.config(b).throughput)
     assert conf.best == a and conf.recommended == b and conf.tied_with == (a,)
     # 10% apart with the same spread: a real difference, the better one is recommended alone
-    far = analyse(rounds({a: 1100.0, b: 1000.0, "baseline": 500.0}, 4, 0.003, seed=3), slots(a, b, "baseline"),
+    far = analyse(rounds({a: 1100.0, b: 1000.0, "baseline": 500.0}, 12, 0.003, seed=3), slots(a, b, "baseline"),
                   SPECS, C)
     assert far.recommended == a and far.tied_with == ()
 
@@ -134,25 +129,46 @@ def test_baseline_within_noise_means_keep_the_current_config():
     assert not far.keep_current and far.recommended == w and far.gain.significant
 
 
-def test_an_undecided_keep_asks_for_more_rounds_of_the_two_configs_that_decide_it():
+def test_rounds_go_on_only_while_the_answer_is_marginal_and_only_for_the_configs_that_decide_it():
     w, other = "mbs8-qd0-pbsauto-i1", "mbs16-qd0-pbsauto-i1"
-    # run 1 of issue 13's resnet: a 10% gain, but one disturbed baseline visit widened everything
-    pts = [visit(w, r, x) for r, x in enumerate((102.0, 100.0, 92.0, 92.0))]
-    pts += [visit(other, r, x) for r, x in enumerate((90.0, 88.0, 91.0, 87.0))]
-    pts += [visit("baseline", r, x) for r, x in enumerate((94.0, 94.0, 92.0, 71.0))]
     sl = slots(w, other, "baseline")
+    assert next_round(None, sl, 0, 0, 6, 14) == sl  # the first two rounds visit every config
+    # run 1 of issue 13's resnet: a 10% gain, but one disturbed baseline visit widened everything
+    pts = [visit(w, r, x) for r, x in enumerate((102.0, 100.0))]
+    pts += [visit(other, r, x) for r, x in enumerate((60.0, 58.0))]
+    pts += [visit("baseline", r, x) for r, x in enumerate((94.0, 71.0))]
     conf = analyse(pts, sl, SPECS, C)
-    assert conf.keep_current and conf.gain.ratio > 1.05 and not conf.gain.significant
-    assert undecided(conf) == (w, "baseline")
-    # the extra rounds (only those two) count as rounds, and with quiet visits they decide it
-    more = pts + [visit(cid, r, x) for r in range(4, 8) for cid, x in ((w, 100.0 + r % 2), ("baseline", 86.0 - r % 2))]
+    assert conf.keep_current and conf.marginal and w in conf.marginal_with and "marginal" in conf.reason
+    assert next_round(conf, sl, 1, 6, 6, 14) == sl  # a spread needs two visits of each
+    # round 3 on: only the configs that decide keep-or-switch (the slower tuned one is out)
+    nxt = next_round(conf, sl, 2, 6, 6, 14)
+    assert [s.candidate_id for s in nxt] == [w, "baseline"]
+    assert next_round(conf, sl, 2, 13, 6, 14) == []  # the round would pass the visit budget
+    assert next_round(conf, sl, 6, 6, 6, 14) == []   # the plan's last round is done
+    # quiet visits of those two turn the keep into a significant switch; the disturbed visit still
+    # widens every interval, so a second run could keep the current config: the rounds go on
+    more = pts + [visit(cid, r, x) for r in range(2, 6) for cid, x in ((w, 100.0 + r % 2), ("baseline", 86.0 - r % 2))]
     after = analyse(more, sl, SPECS, C)
-    assert after.rounds == 8 and after.config(w).visits == 8 and after.config(other).visits == 4
-    assert not after.keep_current and after.recommended == w and after.gain.significant and undecided(after) == ()
-    # a gain inside NOISE is a plain keep: nothing to ask
-    near = [visit(w, r, x) for r, x in enumerate((1020.0, 985.0, 1040.0, 1010.0))]
-    near += [visit("baseline", r, x) for r, x in enumerate((1000.0, 1015.0, 965.0, 1030.0))]
-    assert undecided(analyse(near, slots(w, "baseline"), SPECS, C)) == ()
+    assert after.rounds == 6 and after.config(w).visits == 6 and after.config(other).visits == 2
+    assert not after.keep_current and after.recommended == w and after.gain.significant
+    assert after.marginal_with == ("baseline",) and after.tied_with == ("baseline",)
+    assert [s.candidate_id for s in next_round(after, sl, 6, 14, 8, 20)] == [w, "baseline"]
+    assert next_round(after, sl, 6, 19, 8, 20) == []
+    # a clear winner stops after the first two rounds
+    clear = analyse(rounds({w: 1500.0, other: 900.0, "baseline": 1000.0}, 2, 0.02), sl, SPECS, C)
+    assert clear.recommended == w and not clear.tied_with and next_round(clear, sl, 2, 6, 6, 14) == []
+
+
+def test_a_switch_near_the_noise_lists_the_baseline_as_a_second_runs_answer():
+    w = "mbs8-qd0-pbsauto-i1"
+    # 7% above the baseline with a 2% spread: significant in this run, yet a second run's
+    # intervals could tie the two, so this run says so
+    near = analyse(rounds({w: 1070.0, "baseline": 1000.0}, 6, 0.02, seed=5), slots(w, "baseline"), SPECS, C)
+    assert not near.keep_current and near.recommended == w and near.gain.significant
+    assert near.tied_with == ("baseline",) and near.marginal_with == ("baseline",)
+    assert "a second run may keep the current config" in near.reason
+    far = analyse(rounds({w: 1150.0, "baseline": 1000.0}, 6, 0.02, seed=5), slots(w, "baseline"), SPECS, C)
+    assert far.recommended == w and far.tied_with == () and not far.marginal
 
 
 def test_a_config_clearly_over_the_budget_cannot_win():
@@ -258,7 +274,7 @@ def test_confirmation_is_stored_and_the_report_recomputes_it(tmp_path):
     assert g["significant"] is True and g["ci"][0] <= g["ratio"] <= g["ci"][1]
     assert summary["batch_sizes"][a]["source"] == "confirmation" and summary["batch_sizes"][a]["executions"]
     html = (run / "report.html").read_text()
-    assert 'id="fig-confirmation"' in html and 'id="fig-batches"' in html and "Tied (within noise)" in html
+    assert 'id="fig-confirmation"' in html and 'id="fig-batches"' in html and "Tied (within noise" in html
     assert "[" in html.split("throughput vs baseline (confirmed)")[0][-200:]
     again = report_run(run)  # `tuner report RUN`: the same numbers from the stored data
     assert again["confirmation"] == summary["confirmation"] and again["tied_with"] == summary["tied_with"]
@@ -320,24 +336,49 @@ FLAT = Surface("flat", {"fixed_cost_ms": "0.5", "per_item_cost_ms": "12"}, max_b
                max_queue_delay_us=(0, 5000), concurrency=(1, 4, 8), budget_ms=250.0)
 
 
-def _simulated_sweep(surface: Surface, seed: int, base: CandidateSpec, rounds_: int = 4) -> tuple[str, tuple]:
-    """A smart search of the surface, then its confirmation rounds, all on the simulated server."""
+def _host(m: Measurement, rng: np.random.Generator, spread: float) -> Measurement:
+    """A visit on a shared host: the whole visit runs a little faster or slower than the last
+    (the spread of visit throughput a 2-core box shows between model loads, 2-5%)."""
+    f = float(np.exp(rng.normal(0.0, spread)))
+    for w in m.windows:
+        w.duration_s *= f
+    return m
+
+
+def _simulated_sweep(surface: Surface, seed: int, base: CandidateSpec, max_rounds: int = 6,
+                     budget: int = VISIT_BUDGET, host_spread: float = 0.03) -> tuple[str, tuple]:
+    """A smart search of the surface, then its confirmation rounds as the runner makes them
+    (`next_round`), all on the simulated server, each visit on a noisy host."""
+    rng = np.random.default_rng(seed)
     text = (f'[model]\nname = "m"\n[search]\n{surface.profile_search()}[constraints]\n'
             f"latency_budget_ms = {surface.budget_ms}\n")
     run = sim.SimRun(text, seed, surface=surface, base_spec=base)
     got = plan(run.rec, run.specs)
-    visits = [ConfirmPoint(r, sim.SimServer(seed=1000 * (seed + 1) + r, surface=surface)
-                           .measure(s.candidate_id, run.specs[s.candidate_id], s.concurrency))
-              for r in range(rounds_) for s in got]
-    conf = analyse(visits, got, run.specs, run.profile.constraints)
+    visits: list[ConfirmPoint] = []
+    conf = None
+    for r in range(max_rounds):
+        todo = next_round(conf, got, r, len(visits), max_rounds, budget)
+        if not todo:
+            break
+        visits += [ConfirmPoint(r, _host(sim.SimServer(seed=1000 * (seed + 1) + r, surface=surface)
+                                         .measure(s.candidate_id, run.specs[s.candidate_id], s.concurrency),
+                                         rng, host_spread)) for s in todo]
+        conf = analyse(visits, got, run.specs, run.profile.constraints)
     return conf.recommended, conf.tied_with
 
 
-@pytest.mark.parametrize("surface, base", [(FLAT, CandidateSpec(8, 0, (), 1, False)),
-                                           (SURFACES["linear"], CandidateSpec(32, 0, (), 1, False))])
-def test_two_runs_name_the_same_config_or_each_others_as_tied(surface, base):
-    """Run-to-run noise moves the search's winner; after confirmation two runs agree, or each
-    lists the other's pick as tied (a cost all in the items, where batching gains little, is
-    where the search alone flips between configs)."""
-    (a, tied_a), (b, tied_b) = _simulated_sweep(surface, 0, base), _simulated_sweep(surface, 1, base)
-    assert a == b or (a in tied_b and b in tied_a), (a, tied_a, b, tied_b)
+@pytest.mark.parametrize("surface, base, share", [(FLAT, CandidateSpec(8, 0, (), 1, False), 0.85),
+                                                  (SURFACES["knee"], CandidateSpec(32, 0, (), 1, False), 0.95),
+                                                  (SURFACES["linear"], CandidateSpec(32, 0, (), 1, False), 0.95)])
+def test_two_runs_name_the_same_config_or_each_others_as_tied(surface, base, share):
+    """Run-to-run noise moves the search's winner and the keep-or-switch call; after
+    confirmation, pairs of runs agree, or each lists the other's pick (issue 13, item 5). FLAT:
+    the best is 6-11% above the current config, where a fixed rule flips (the tie rule alone
+    agreed in 31 of these 66 pairs); knee: two delays of one refined max_batch_size give the
+    same throughput."""
+    import itertools
+
+    outs = [_simulated_sweep(surface, seed, base) for seed in range(12)]
+    pairs = list(itertools.combinations(outs, 2))
+    agree = [a == b or (a in tb and b in ta) for (a, ta), (b, tb) in pairs]
+    assert sum(agree) >= share * len(pairs), outs

@@ -7,18 +7,16 @@ rounds become intervals and how the recommendation follows from them is
 
   * the plan (configs and their loads, in visiting order) is written first as a
     `confirm_plan` record; a resumed sweep keeps the stored plan;
-  * each round visits every config in the plan's order: load it (Triton's load API, a
+  * each round visits its configs in the plan's order: load it (Triton's load API, a
     full config override), then CONFIRM_WINDOWS windows after a warm-up (the profile's, or
     WARMUP_ROUND_TRIPS of the config's latency there if longer), at the config's at-budget
     load; each visit is one `confirm_point` record;
-  * after MIN_ROUNDS rounds the rounds stop early once nothing ties any more (no tie,
-    and the gain over the baseline clear of it): more rounds would only narrow intervals
-    that decide nothing. Otherwise they go on to the plan's rounds (`[search]
-    confirm_rounds`). When the plan's rounds leave the decision undecided (the current
-    config kept although the best candidate's mean is more than noise above it), up to
-    EXTRA_ROUNDS more rounds measure just those two (`stats.undecided`). The decision to
-    stop depends only on the stored visits, so a resumed sweep stops where the first would
-    have;
+  * which configs the next round visits, and when the rounds stop, is `stats.next_round`'s
+    answer from the visits stored so far (a sequential design within the plan's visit
+    budget, `[search] confirm_visits`, and rounds, `confirm_rounds`): the first two rounds
+    visit every config, later ones only those that decide keep-or-switch, and the phase
+    stops once the answer is not marginal. Only stored visits decide, so a resumed sweep
+    stops where the first would have;
   * visits already stored (`--resume`) are not measured again; a config that fails to load
     is left out of the rest of the rounds; a server that dies is restarted and the visit
     measured again, as a search point would be.
@@ -45,7 +43,6 @@ CONFIRM_WINDOWS = 2  # windows per visit: the spread between visits, not within 
 # above it for about 2 s, some 12 round trips. The warm-up lasts at least this many of the config's
 # mean latencies there (from the search), else the budget would be judged on the slow start.
 WARMUP_ROUND_TRIPS = 12
-MIN_ROUNDS = 2       # rounds before the phase may stop: a spread needs two visits of each config
 
 
 class ConfirmPhase:
@@ -64,8 +61,8 @@ class ConfirmPhase:
         slots = stats.plan(rec, {cid: r.spec for cid, r in results.candidates.items()})
         if len(slots) < 2:
             return None  # nothing to compare the winner with
-        plan = ConfirmPlan(tuple((sl.candidate_id, sl.concurrency) for sl in slots),
-                           stats.rounds_for(len(slots), self.p.search.confirm_rounds))
+        plan = ConfirmPlan(tuple((sl.candidate_id, sl.concurrency) for sl in slots), self.p.search.confirm_rounds,
+                           method="sequential", visit_budget=self.p.search.confirm_visits)
         self.s.record(plan)
         return plan
 
@@ -80,18 +77,18 @@ class ConfirmPhase:
         base = replace(self.p.measurement, min_windows=CONFIRM_WINDOWS, max_windows=CONFIRM_WINDOWS)
         mean_s = {(m.candidate_id, m.concurrency): m.summary().latency_ms.get("mean", 0.0) / 1000.0
                   for m in results.points if m.status == "ok" and m.windows}
-        for r in range(plan.rounds + stats.EXTRA_ROUNDS):
-            if r >= MIN_ROUNDS and self._settled(plan, specs):
+        all_slots = [stats.Slot(cid, n) for cid, n in plan.slots]
+        for r in range(plan.rounds):
+            before = [v for v in self.visits if v.round < r]  # a resumed run decides as the first did
+            todo = stats.next_round(self._analyse(plan, specs, before) if before else None, all_slots, r,
+                                    sum(1 for v in before if v.point.status == "ok"), plan.rounds, plan.visits)
+            todo = [sl for sl in todo if sl.candidate_id not in self.dropped and sl.candidate_id in specs]
+            if len(todo) < 2:
                 break
-            slots = list(plan.slots)
-            if r >= plan.rounds:
-                extra = stats.undecided(self._analyse(plan, specs))
-                if not extra:
-                    break
-                slots = [(cid, n) for cid, n in plan.slots if cid in extra]
+            slots = [(sl.candidate_id, sl.concurrency) for sl in todo]
             self.loop.sw.emit("confirm", round=r + 1, rounds=plan.rounds, slots=slots)
             for cid, level in slots:
-                if (r, cid) in done or cid in self.dropped or cid not in specs:
+                if (r, cid) in done:
                     continue
                 lat_s = mean_s.get((cid, level), 0.0)
                 lat_s = lat_s if lat_s == lat_s else 0.0  # NaN: no latency measured there
@@ -100,15 +97,9 @@ class ConfirmPhase:
                     if await self._visit(r, cid, specs[cid], level, settings):
                         break
 
-    def _analyse(self, plan: ConfirmPlan, specs: dict) -> stats.Confirmation | None:
+    def _analyse(self, plan: ConfirmPlan, specs: dict, visits: list[ConfirmPoint]) -> stats.Confirmation | None:
         slots = [stats.Slot(cid, n) for cid, n in plan.slots]
-        return stats.analyse(self.visits, slots, specs, self.p.constraints, self.p.goal)
-
-    def _settled(self, plan: ConfirmPlan, specs: dict) -> bool:
-        """Nothing ties: no tie with the recommendation, and its gain over the baseline is clear."""
-        conf = self._analyse(plan, specs)
-        return (conf is not None and conf.recommended is not None and not conf.tied_with
-                and not conf.keep_current and (conf.gain is None or conf.gain.significant))
+        return stats.analyse(visits, slots, specs, self.p.constraints, self.p.goal)
 
     def _config(self, cid: str, spec: cfgmod.CandidateSpec) -> cfgmod.ModelConfig:
         if cid == BASELINE:

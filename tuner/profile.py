@@ -15,15 +15,14 @@ reported as one line naming the file, the key and the fix.
     [server]       ssl, root_certificates, private_key, certificate_chain (PEM paths),
                    [server.headers] Name = "env:VAR" (values only from the environment)
     [search]       max_batch_size, max_queue_delay_us, preferred_batch_size (a rule or list of rules:
-                   none, max, halves),
-                   instance_count, concurrency (load levels, climbed in order),
+                   none, max, halves), instance_count, concurrency (load levels, climbed in order),
                    plateau_pct (stop climbing when throughput grows less than this),
                    strategy ("smart", the default: predicts every candidate from the server's
                    statistics, measures the most promising, brackets each one's load level at the
                    budget and skips what cannot beat the best so far; "grid": every candidate
                    climbed through every listed level), confirm (true by default: the winner, the
-                   candidates within noise of it and the baseline measured again, interleaved, for
-                   confidence intervals; `tuner sweep --no-confirm` skips it), confirm_rounds (4);
+                   candidates within noise of it and the baseline measured again, interleaved, for confidence
+                   intervals; `--no-confirm` skips it), confirm_rounds (6) and confirm_visits (14): its bounds;
                    [search.sequence] tunes a stateful model's sequence batcher (profile_sequence.py)
     [constraints]  latency_percentile, latency_budget_ms, min_throughput_infer_per_s,
                    max_gpu_memory_mb (MiB, from the server's GPU telemetry; reported as
@@ -80,7 +79,8 @@ class SearchSpace:
     plateau_pct: float = 3.0
     strategy: str = "smart"
     confirm: bool = True  # measure the winner, its near ties and the baseline again, interleaved
-    confirm_rounds: int = 4  # rounds of the confirmation (each config once per round)
+    confirm_rounds: int = 6  # the most rounds of the confirmation (the first two visit every config)
+    confirm_visits: int = 14  # ... and the most visits, all rounds together: its time bound
     sequence: SequenceSpace | None = None  # [search.sequence]: a stateful model's sequence batcher
 
     def specs(self) -> list[CandidateSpec]:
@@ -373,6 +373,7 @@ def _search_section(s: _Reader) -> SearchSpace:
         strategy=s.get("strategy", str, d.strategy if sequence is None else "grid"),
         confirm=s.get("confirm", bool, d.confirm),
         confirm_rounds=int(s.number("confirm_rounds", d.confirm_rounds, minimum=2, integer=True)),
+        confirm_visits=int(s.number("confirm_visits", d.confirm_visits, minimum=2, integer=True)),
         sequence=sequence,
     )
     from tuner.search.strategy import STRATEGIES

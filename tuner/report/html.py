@@ -89,8 +89,13 @@ def headline(rec: Recommendation, conf=None) -> str:
         title = "Keep the current config"
         line = ("No candidate beats it by more than the noise" + (
             f": the best, {esc(g.candidate_id)}, gives {gain_text(conf, b)} its throughput" if g else ""))
-    ties = (f"<p><b>Tied (within noise):</b> {esc(', '.join(conf.tied_with))}</p>"
-            if conf is not None and conf.tied_with else "")
+    ties = (f"<p><b>Tied (within noise, or a second run could recommend it):</b> "
+            f"{esc(', '.join(conf.tied_with))}</p>" if conf is not None and conf.tied_with else "")
+    if conf is not None and conf.marginal:
+        other = (f"recommend {', '.join(conf.marginal_with)}" if keep else "keep the current config")
+        ties += (f'<p class="warn"><b>Marginal:</b> a second run may {esc(other)}: the gain lies within what '
+                 "two runs differ by. Either answer is defensible; a longer confirmation "
+                 "(<code>[search] confirm_visits</code>) narrows it.</p>")
     return (f'<div class="box ok"><h2>{title}</h2>{stats}<p>{line}.</p>{ties}'
             f"<p><b>Binding constraint:</b> {esc(rec.binding)}</p>{_unchecked_html(rec)}"
             f'<p class="reason">{esc(rec.reason)}</p></div>')

@@ -30,6 +30,8 @@ Schema history:
      the weight), so a window's shape_index says whose request each latency
      was; every window's "server" is the listed models' deltas summed.
      Schema 1 files read as before (no field of theirs changed meaning).
+     Later, within schema 2: confirm_plan.visit_budget (the most visits of the
+     sequential rounds; absent, rounds x slots, as the rounds then were).
 
 Record types, in the order a run writes them:
 
@@ -323,17 +325,24 @@ class ConfirmPlan:
     """The confirmation phase's configs and rounds: type "confirm_plan"."""
 
     slots: tuple[tuple[str, int], ...]  # (candidate_id, concurrency), in the order each round visits them
-    rounds: int
+    rounds: int                         # the most rounds
     method: str = "interleaved"
+    visit_budget: int = 0               # the most visits, all rounds together; 0 (older files): rounds x slots
 
     def to_record(self) -> dict:
         return {"schema": SCHEMA, "type": "confirm_plan", "method": self.method, "rounds": self.rounds,
+                "visit_budget": self.visit_budget,
                 "slots": [{"candidate_id": c, "concurrency": n} for c, n in self.slots]}
 
     @classmethod
     def from_record(cls, r: dict) -> "ConfirmPlan":
         slots = tuple((str(x["candidate_id"]), int(x["concurrency"])) for x in r.get("slots", []))
-        return cls(slots=slots, rounds=int(r.get("rounds", 0)), method=str(r.get("method", "interleaved")))
+        return cls(slots=slots, rounds=int(r.get("rounds", 0)), method=str(r.get("method", "interleaved")),
+                   visit_budget=int(r.get("visit_budget", 0)))
+
+    @property
+    def visits(self) -> int:
+        return self.visit_budget or self.rounds * len(self.slots)
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,38 @@ drifts on the host in the meantime touches every config alike.
 
 Which configs (`plan`): the winner; every candidate whose best point is within NOISE of
 it (at most MAX_RIVALS: the next best, the simplest, then by value); and the baseline.
-How many rounds (`rounds_for`): the profile's `confirm_rounds`, fewer (not under
-FEWEST_ROUNDS) when many configs share the VISITS the phase aims at.
+
+How many rounds (`next_round`, a sequential design within a visit budget). The first
+MIN_ROUNDS rounds visit every config: a spread needs two visits of each. After each later
+round the visits so far are analysed; the phase stops as soon as nothing is tied (below),
+and otherwise the next round visits only the configs that can still change the answer (the
+recommendation, the best, the baseline and whatever is tied with them), as long as the
+round fits in the plan's visit budget (`[search] confirm_visits`) and its rounds
+(`confirm_rounds`). Only the stored visits decide, so a resumed sweep stops where the first
+would have. A budget, not a count of rounds, is what bounds the phase's time: a clear
+winner stops after two rounds, a close call spends the budget on the two or three configs
+that decide it.
 
 How rounds become intervals (`analyse`). For config c, visit r gives throughput x_cr
 (requests completed / window time). The noise model: x_cr = mu_c * (1 + e_cr), the e_cr
 independent, mean zero, with one relative spread sigma for every config on this host
 (the host's noise is multiplicative and shared; pooling gives the estimate degrees of
 freedom that 3-6 visits of one config alone cannot). sigma is estimated from the relative
-residuals x_cr / mean_c - 1 pooled over configs, df = sum(visits_c - 1), and floored at
-SIGMA_FLOOR. The 95% interval of mu_c is mean_c +- t(0.975, df) * sigma * mean_c /
-sqrt(visits_c). Assumptions: visits are independent given the config (each is a fresh
-model load and warm-up), the spread is the same for every config, and means of a few
-visits are near normal; a drift larger than the spread widens every interval rather
-than biasing one config, since every round visits every config.
+residuals x_cr / mean_c - 1 pooled over configs, df = sum(visits_c - 1), shrunk toward a
+prior spread when it comes out below it: sigma^2 = (SS + PRIOR_DF * SIGMA_PRIOR^2) / (df +
+PRIOR_DF), with df + PRIOR_DF degrees of freedom (the conjugate scaled inverse chi-square
+prior of a normal variance); above the prior, the measured SS / df stands, so a host
+noisier than the prior keeps intervals that cover (one-sided on purpose: conservative).
+Two visits of each of three configs give only df = 3, and such an estimate is often a
+third of the truth by luck (two visits alike): alone it made one run of a close call
+confident and the next not. SIGMA_PRIOR is 3%, what two runs of one config differ by on a
+shared host (TIE_MARGIN); a quiet host earns narrower intervals as its visits add degrees
+of freedom (after 14 visits of two configs at 0.5% spread, about 1.5%). The 95% interval
+of mu_c is mean_c +- t(0.975, df) * sigma * mean_c / sqrt(visits_c). Assumptions: visits
+are independent given the config (each is a fresh model load and warm-up), the spread is
+the same for every config, and means of a few visits are near normal; a drift larger than
+the spread widens every interval rather than biasing one config, since every round visits
+every config in it.
 
 The budget's percentile: all of a config's latencies pooled; its interval by a bootstrap
 over visits (BOOTSTRAP resamples of whole visits, seeded, so a report re-renders the
@@ -48,19 +66,35 @@ The decision:
     intervals allow, [lo_c / hi_b, hi_c / lo_b]; significant when the intervals do not tie
     (overlap, or come within TIE_MARGIN), which is exactly when the current config is not kept.
 
-Undecided (`undecided`): the current config is kept, yet the best tuned config's mean is
-more than NOISE above the baseline's. The point estimate says "a real gain", the intervals
-say "could be noise": one disturbed visit on a busy host widens every interval (the spread
-is pooled), and a second run would then often decide the other way. Rather than report a
-coin toss, the runner measures just those two configs for up to EXTRA_ROUNDS more rounds
-(interleaved as before), stopping as soon as the gain is clear; if it never is, keeping the
-current config stands, now on about twice the visits.
+What a second run could recommend (`tied_with`). A rule applied to noisy means flips
+between runs when the truth lies near its edge: with a true gain just above what the rule
+calls noise, one run switches and the next keeps the current config, and no fixed margin or
+count of rounds avoids it. So the run lists every config a second run could plausibly
+recommend, not just those tied with the best in this run. A second run's mean of config c
+differs from this run's by the sum of two errors; each error lies within c's half-width h_c
+(95%), so their sum lies within sqrt(2) h_c (for independent, near-normal errors), and the
+second run's interval within (1 + sqrt(2)) h_c of this run's mean (`Interval.reach`). Every
+eligible config whose reach ties the best's reach is listed in `tied_with`: a second run's
+recommendation is then (at about 95%) this run's or one it lists, and the other way round.
+The answer is `marginal` (`marginal_with`) when a second run could land on the other side
+of keep-or-switch: a switch whose baseline is listed, or a keep listing a tuned config that
+a second run could find clear of the baseline (`Interval.could_clear`: the tuned interval
+as high as a second run's could lie, (sqrt(2) - 1) h above this run's mean, the baseline's
+as low). The report then names both and says a rerun may decide the other way; the rounds
+after the first two visit only the configs that decide it, and stop once it is not
+marginal. Ties among tuned configs alone spend no visits: they change which config is
+listed, not whether to switch.
+
+Measured on the simulated server (`tests/test_confirm.py`: smart search, then these rounds,
+each visit 0.5-5% faster or slower as on a shared host; a surface whose best is 6-11% above
+the current config, where a fixed rule flips): 90-98% of pairs of runs name the same config
+or list each other's, against 47% for the tie rule alone.
 
 Overlap of two 95% intervals is a stricter test than a 95% test of their difference (about
 99% for equal widths): a change has to be clearly better to be recommended, which is the
-point. The rounds may stop before the plan's last (the runner, `tuner/confirm.py`) once
-nothing overlaps; intervals after such an early stop are a little optimistic (a lucky
-quiet spell stops them sooner), but only when the decision was already clear by a margin.
+point. The rounds stop early once the answer is not marginal; intervals after such an early
+stop are a little optimistic (a lucky quiet spell stops them sooner), but only when the
+decision was already clear by a margin.
 
 Pure: made-up points in, a `Confirmation` out.
 """
@@ -81,11 +115,14 @@ BASELINE = "baseline"
 METHOD = "interleaved rounds; pooled relative spread, t interval; percentile by visit bootstrap"
 NOISE = 0.05        # a rival within this share of the winner's throughput is confirmed with it
 TIE_MARGIN = 0.03   # intervals this close (relative) tie: the run-to-run noise of one config
-EXTRA_ROUNDS = 4    # rounds added while the decision is undecided (`undecided`)
 MAX_RIVALS = 4      # rivals confirmed besides the winner (and the baseline): a bound on the phase's time
-VISITS = 12         # visits the phase aims at when many configs are confirmed (`rounds_for`)
-FEWEST_ROUNDS = 3   # ... but never fewer rounds than this (unless the profile asks for fewer)
+VISIT_BUDGET = 14   # visits in all, by default (`[search] confirm_visits`): what bounds the phase's time
+MIN_ROUNDS = 2      # rounds of every config before the phase may stop: a spread needs two visits of each
+REACH = 1.0 + math.sqrt(2.0)  # a second run's interval lies within this many half-widths of this run's mean
+INNER = math.sqrt(2.0) - 1.0  # ... and its near end within this many, on the far side of this run's mean
 SIGMA_FLOOR = 0.005  # no host measures throughput closer than this
+SIGMA_PRIOR = 0.03  # the spread assumed before a visit is seen (module docstring) ...
+PRIOR_DF = 4        # ... worth this many degrees of freedom
 BOOTSTRAP = 400
 CONFIDENCE = 0.95
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -115,13 +152,6 @@ class Slot:
 
     candidate_id: str
     concurrency: int
-
-
-def rounds_for(configs: int, asked: int) -> int:
-    """Rounds for this many configs: the profile's `confirm_rounds`, fewer when many configs are
-    confirmed (VISITS in all, never under FEWEST_ROUNDS): the pooled spread gets its degrees of
-    freedom from every config, so more configs need fewer rounds each."""
-    return min(asked, max(FEWEST_ROUNDS, math.ceil(VISITS / max(1, configs))))
 
 
 def plan(rec: Recommendation, specs: dict[str, CandidateSpec]) -> list[Slot]:
@@ -166,6 +196,19 @@ class Interval:
         """The intervals overlap once each upper end is raised by `margin` (relative)."""
         return self.lo <= other.hi * (1.0 + margin) and other.lo <= self.hi * (1.0 + margin)
 
+    def reach(self) -> "Interval":
+        """Where a second run's interval of the same config could lie (see the module docstring)."""
+        return Interval(self.mean, self.mean - REACH * (self.mean - self.lo), self.mean + REACH * (self.hi - self.mean))
+
+    def could_clear(self, other: "Interval", lower: bool = False, margin: float = TIE_MARGIN) -> bool:
+        """Whether a second run could find this config clear of `other` (no tie), above it, or
+        below it when `lower` is better: this interval as far that way as a second run's could
+        lie, the other's as far the other way."""
+        if lower:
+            far = other.mean + INNER * (other.hi - other.mean)
+            return self.mean - INNER * (self.mean - self.lo) < far / (1 + margin)
+        return self.mean + INNER * (self.hi - self.mean) > (other.mean - INNER * (other.mean - other.lo)) * (1 + margin)
+
 
 @dataclass(frozen=True)
 class ConfirmedConfig:
@@ -207,10 +250,16 @@ class Confirmation:
     configs: tuple[ConfirmedConfig, ...]
     best: str | None                 # highest throughput (the goal's best) after confirmation
     recommended: str | None          # after the tie rule; "baseline" when the current config is kept
-    tied_with: tuple[str, ...]       # configs within noise of the recommendation
+    tied_with: tuple[str, ...]       # configs a second run could recommend instead (module docstring)
     keep_current: bool
     gain: Gain | None
     reason: str
+    marginal_with: tuple[str, ...] = ()  # of tied_with, those a second run could recommend on the other
+                                         # side of keep-or-switch: then a rerun may flip the answer
+
+    @property
+    def marginal(self) -> bool:
+        return bool(self.marginal_with)
     confidence: float = CONFIDENCE
     plan: tuple[Slot, ...] = field(default_factory=tuple)
 
@@ -220,7 +269,8 @@ class Confirmation:
     def to_dict(self) -> dict:
         return {"method": self.method, "confidence": self.confidence, "rounds": self.rounds,
                 "sigma_rel": self.sigma_rel, "df": self.df, "best": self.best, "recommended": self.recommended,
-                "keep_current": self.keep_current, "reason": self.reason,
+                "keep_current": self.keep_current, "marginal": self.marginal,
+                "marginal_with": list(self.marginal_with), "reason": self.reason,
                 "candidates": [c.to_dict() for c in self.configs],
                 "plan": [asdict(s) for s in self.plan]}
 
@@ -240,7 +290,11 @@ def _pooled_sigma(groups: list[list[float]]) -> tuple[float, int]:
             continue
         ss += sum((x / m - 1.0) ** 2 for x in xs)
         df += len(xs) - 1
-    return (max(SIGMA_FLOOR, math.sqrt(ss / df)) if df else math.inf), df
+    if not df:
+        return math.inf, 0
+    if ss / df >= SIGMA_PRIOR ** 2:  # a noisier host than the prior: its own spread, as measured
+        return math.sqrt(ss / df), df
+    return max(SIGMA_FLOOR, math.sqrt((ss + PRIOR_DF * SIGMA_PRIOR ** 2) / (df + PRIOR_DF))), df + PRIOR_DF
 
 
 def _percentile_interval(visits: list[list[int]], pct: str, seed: int) -> Interval:
@@ -308,11 +362,8 @@ def analyse(points: Iterable[ConfirmPoint], slots: list[Slot], specs: dict[str, 
     configs, sigma, df = _configs(points, [s.candidate_id for s in slots], c)
     if not configs:
         return None
-    measured = {s.candidate_id for s in slots} & {x.candidate_id for x in configs}
-    # extra rounds (`undecided`) visit fewer configs: they count as rounds of their own
-    full = {r for r in {p.round for p in points}
-            if measured <= {p.candidate_id for p in points if p.round == r and p.point.status == "ok"}}
-    rounds = len(full) + len({p.round for p in points if p.point.status == "ok" and p.round > max(full, default=-1)})
+    # the rounds after the first ones visit only the configs still in question: each counts as a round
+    rounds = len({p.round for p in points if p.point.status == "ok"})
     low = goal == "min_latency"
     need = c.min_throughput_infer_per_s
     eligible = [x for x in configs if x.budget != "over" and (not low or x.throughput.hi >= need)]
@@ -331,24 +382,49 @@ def analyse(points: Iterable[ConfirmPoint], slots: list[Slot], specs: dict[str, 
         clear = [x for x in pool if base is None or base.budget == "over"
                  or not val[x.candidate_id].ties(val[BASELINE])]
         chosen = min(clear, key=lambda x: simplicity(specs.get(x.candidate_id)))
-    tied = tuple(x.candidate_id for x in pool if x is not chosen)
+    far = val[best.candidate_id].reach()
+    rerun = [x for x in eligible if x is not chosen and (x in pool or val[x.candidate_id].reach().ties(far))]
+    rerun.sort(key=lambda x: (val[x.candidate_id].mean if low else -val[x.candidate_id].mean, x.candidate_id))
+    tied = tuple(x.candidate_id for x in rerun)
+    # the other side of keep-or-switch, where a second run could land: with a keep, a tuned config a
+    # second run could find clear of the baseline; with a switch, the baseline a second run could tie
+    if keep:
+        flip = tuple(x.candidate_id for x in rerun if x.candidate_id != BASELINE
+                     and val[x.candidate_id].could_clear(val[BASELINE], lower=low))
+    else:
+        flip = (BASELINE,) if BASELINE in tied else ()
     gain = _gain(chosen, base, configs, keep)
     return Confirmation(best=best.candidate_id, recommended=chosen.candidate_id, tied_with=tied, keep_current=keep,
-                        gain=gain, reason=_reason(chosen, best, tied, keep, gain, rounds, c,
-                                              next((x for x in configs if gain and x.candidate_id == gain.candidate_id),
-                                                   None)), **common)
+                        gain=gain, marginal_with=flip,
+                        reason=_reason(chosen, best, tied, keep, gain, rounds, c,
+                                       next((x for x in configs if gain and x.candidate_id == gain.candidate_id),
+                                            None)) + marginal_text(keep, flip), **common)
 
 
-def undecided(conf: Confirmation | None) -> tuple[str, ...]:
-    """The configs worth more rounds (see the module docstring), or () when the rounds so far decide."""
-    if conf is None or not conf.keep_current or conf.gain is None or conf.gain.significant:
-        return ()
-    if conf.gain.ratio < 1.0 + NOISE or conf.gain.candidate_id == BASELINE:
-        return ()
-    tuned = conf.config(conf.gain.candidate_id)
-    if tuned is None or tuned.budget == "over":
-        return ()
-    return (conf.gain.candidate_id, BASELINE)
+def next_round(conf: Confirmation | None, slots: list[Slot], rounds_done: int, visits_done: int,
+               max_rounds: int, visit_budget: int) -> list[Slot]:
+    """The configs the next round visits, in the plan's order; [] when the phase is done (the
+    sequential design of the module docstring). `conf`: the analysis of the visits so far."""
+    if rounds_done >= max_rounds:
+        return []
+    if rounds_done < MIN_ROUNDS:
+        return list(slots)
+    if conf is None or conf.recommended is None:
+        want = {s.candidate_id for s in slots}  # nothing met the constraints yet: every config stays in question
+    elif not conf.marginal:
+        return []  # ties among tuned configs stay listed: more visits would not change keep-or-switch
+    else:
+        want = {conf.recommended, conf.best, BASELINE, *conf.marginal_with}
+    nxt = [s for s in slots if s.candidate_id in want]
+    return nxt if len(nxt) >= 2 and visits_done + len(nxt) <= visit_budget else []
+
+
+def marginal_text(keep: bool, flip: tuple[str, ...]) -> str:
+    """What a marginal answer adds to the reason (empty when it is not marginal)."""
+    if not flip:
+        return ""
+    other = f"recommend {', '.join(flip)}" if keep else "keep the current config"
+    return f"; marginal: a second run may {other} (the gain lies within what two runs differ by)"
 
 
 def _gain(chosen: ConfirmedConfig, base: ConfirmedConfig | None, configs: list[ConfirmedConfig],

@@ -235,7 +235,9 @@ class SmartStrategy(Strategy):
         if spec is None:
             return None
         sp = self.profile.search
-        keep = neighbour_settings(self, spec)
+        # the smallest listed delay too: ties go to the simpler config, so it has to be measured
+        # wherever the incumbent's delay wins, or two runs name the two delays without listing each other
+        keep = neighbour_settings(self, spec) | {(min(sp.max_queue_delay_us), spec.preferred_batch_size)}
         group = [spec] + [s for s in expand_specs([spec.max_batch_size], list(sp.max_queue_delay_us),
                                                   [spec.instance_count], sp.preferred_batch_size)
                           if s.candidate_id not in self.specs and s != spec
