@@ -88,7 +88,7 @@ def surface_repository(work: Path, surface) -> Path:
     return repo
 
 
-def _ready(url: str, timeout_s: float = 60.0) -> None:
+def _ready(url: str, timeout_s: float = 180.0) -> None:
     """The shared server may take a moment after the previous sweep put its model back."""
     from tuner.server.control import ServerControl
 
@@ -204,6 +204,8 @@ def one_surface(surface, keep: Path | None = None, reuse_grid: Path | None = Non
             dest.mkdir(parents=True, exist_ok=True)
             for d in work.glob("run-*"):
                 shutil.copytree(d, dest / d.name, dirs_exist_ok=True)
+            if (work / "tritonserver.log").exists():
+                shutil.copy2(work / "tritonserver.log", dest / "tritonserver.log")
         shutil.rmtree(work, ignore_errors=True)
     return {
         "smart_vs_grid_throughput_ratio": ratio,
@@ -228,7 +230,13 @@ def search_section(names: list[str] | None = None, keep: Path | None = None, ech
 
     out: dict = {"surfaces": {}}
     for name in names or list(SURFACES):
-        r = one_surface(SURFACES[name], keep, reuse_grid)
+        try:
+            r = one_surface(SURFACES[name], keep, reuse_grid)
+        except Exception as err:  # one surface's server trouble must not lose the others' results
+            out["surfaces"][name] = {"error": f"{type(err).__name__}: {err}",
+                                     "smart_vs_grid_throughput_ratio": None, "smart_vs_grid_time_ratio": None}
+            echo(f"  {name:9s} failed: {type(err).__name__}: {err}")
+            continue
         out["surfaces"][name] = r
         thr, tim = r["smart_vs_grid_throughput_ratio"], r["smart_vs_grid_time_ratio"]
         echo(f"  {name:9s} throughput {thr if thr is None else format(thr, '.3f')}  time {tim:.3f}  "

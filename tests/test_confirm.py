@@ -19,7 +19,7 @@ from tuner.search.recommend import Constraints, recommend
 from tuner.search.surfaces import SURFACES, Surface
 from tuner.server.install import BUNDLED_MODELS_DIR
 
-from . import test_search as sim
+from . import simserver as sim
 from .conftest import write_profile
 
 C = Constraints(latency_percentile="p99", latency_budget_ms=50.0)

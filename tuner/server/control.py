@@ -87,12 +87,24 @@ class ServerControl:
                 if refused is not None:
                     raise refused from None
             if time.monotonic() >= deadline:
+                if last == "server is live but not ready":
+                    last += self._unready_models()
                 raise ServerError(
                     f"Triton at {self.url} is not ready ({last}); check the server is running "
                     "and --url is its gRPC host:port (not the HTTP port)"
                     + ("" if self.connection.uses_tls else "; for a TLS endpoint pass --ssl or --root-certificates")
                 )
             time.sleep(0.2)
+
+    def _unready_models(self) -> str:
+        """A live server is ready only while every model it holds is: the ones that are not, and why."""
+        try:
+            idx = self.client.get_model_repository_index(headers=self.headers, as_json=True, client_timeout=2.0)
+        except InferenceServerException:
+            return ""
+        bad = [f"'{m.get('name', '')}' {m.get('state')}" + (f" ({m['reason'][:120]})" if m.get("reason") else "")
+               for m in idx.get("models", []) if m.get("state") not in (None, "", "READY")]
+        return f": {', '.join(bad)}" if bad else ""
 
     def metadata(self) -> dict:
         md = self._call("server metadata", self.client.get_server_metadata, as_json=True)
