@@ -266,6 +266,17 @@ def test_gpu_memory_limit_from_telemetry():
     assert recommend(_results(pts), c).binding.startswith("GPU memory")
 
 
+def test_a_best_point_just_under_the_budget_names_the_budget_as_binding():
+    """No higher load was measured (the search stopped at the budget): the budget binds when the best
+    point's percentile is within NEAR_BUDGET of it, and only then."""
+    c = Constraints(latency_budget_ms=40.0)
+    near = recommend(_results([_mem_point("a", 4, None, 20.0, 200), _mem_point("a", 8, None, 39.0, 400)]), c)
+    assert near.best.concurrency == 8
+    assert near.binding.startswith("latency budget (p99 39.00 ms at concurrency 8 is within 5%"), near.binding
+    far = recommend(_results([_mem_point("a", 4, None, 20.0, 200), _mem_point("a", 8, None, 30.0, 400)]), c)
+    assert far.binding.startswith("highest load level measured"), far.binding
+
+
 def test_gpu_memory_limit_without_telemetry_is_reported_not_available():
     c = Constraints(latency_budget_ms=50.0, max_gpu_memory_mb=1000.0)
     rec = recommend(_results([_mem_point("a", 8, None)]), c)

@@ -308,6 +308,9 @@ def _unchecked_energy(goal: str, points: list[OperatingPoint]) -> list[str]:
 
 
 SATURATED = 0.9  # instances computing this share of the time: the server is the limit
+# The best point's percentile this close under the budget: near the budget latency grows about in
+# proportion to the load, so no higher load that meets the budget can serve much more; the budget binds
+NEAR_BUDGET = 0.05
 
 
 def busy_share(m: Measurement, instances: int) -> float | None:
@@ -366,6 +369,10 @@ def _binding(points: list[tuple[OperatingPoint, Measurement]], best: OperatingPo
     why = _saturation(points, best, 0.03)
     if why is not None:
         return why
+    lat = best.latency_ms[c.latency_percentile]
+    if lat == lat and lat >= (1 - NEAR_BUDGET) * c.latency_budget_ms:
+        return (f"latency budget ({c.latency_percentile} {lat:.2f} ms at concurrency {best.concurrency} is within "
+                f"{NEAR_BUDGET:.0%} of {c.latency_budget_ms:g} ms)")
     if load_cap is not None and best.concurrency >= load_cap:
         return f"load cap (concurrency {load_cap}, the most the search measures) still within the budget"
     return ("highest load level measured" + (f" (below the load cap {load_cap}: the search stopped before the "
