@@ -462,7 +462,8 @@ def _reason(chosen: ConfirmedConfig, best: ConfirmedConfig, tied: tuple[str, ...
             return (f"{head}: keep the current config: no candidate beat it (the best, {tuned.candidate_id}, "
                     f"gives {g})" + tail)
         return (f"{head}: keep the current config: the best candidate ({gain.candidate_id if gain else best.candidate_id}) "
-                f"gives {g or 'no more than it'}, within noise" + tail)
+                f"gives {g or 'no more than it'}: within noise (its interval of throughput does not clear the "
+                f"baseline's by the {TIE_MARGIN:.0%} two runs of one config differ by)" + tail)
     out = f"{head}: {chosen.candidate_id} gives {ci(chosen)} at {c.latency_percentile} {chosen.latency.mean:.2f} ms"
     if g:
         out += f", {g}"
