@@ -75,19 +75,19 @@ class ServerControl:
 
     def wait_ready(self, timeout_s: float = 5.0) -> None:
         deadline = time.monotonic() + timeout_s
-        last = ""
+        last, live = "", False
         while True:
             try:
                 if self.client.is_server_ready(headers=self.headers, client_timeout=1.0):
                     return
-                last = "server is live but not ready"
+                last, live = "server is live but not ready", True
             except InferenceServerException as err:
-                last = _message(err)[:120]
+                last, live = _message(err)[:120], False
                 refused = self._refused(_message(err))
                 if refused is not None:
                     raise refused from None
             if time.monotonic() >= deadline:
-                if last == "server is live but not ready":
+                if live:
                     last += self._unready_models()
                 raise ServerError(
                     f"Triton at {self.url} is not ready ({last}); check the server is running "
@@ -99,11 +99,11 @@ class ServerControl:
     def _unready_models(self) -> str:
         """A live server is ready only while every model it holds is: the ones that are not, and why."""
         try:
-            idx = self.client.get_model_repository_index(headers=self.headers, as_json=True, client_timeout=2.0)
-        except InferenceServerException:
+            models = self._index()
+        except (InferenceServerException, ServerError):
             return ""
         bad = [f"'{m.get('name', '')}' {m.get('state')}" + (f" ({m['reason'][:120]})" if m.get("reason") else "")
-               for m in idx.get("models", []) if m.get("state") not in (None, "", "READY")]
+               for m in models if m.get("state") not in (None, "", "READY")]
         return f": {', '.join(bad)}" if bad else ""
 
     def metadata(self) -> dict:
@@ -111,11 +111,14 @@ class ServerControl:
         return {"name": md.get("name", ""), "version": md.get("version", ""),
                 "extensions": list(md.get("extensions", []))}
 
+    def _index(self) -> list[dict]:
+        """The repository index: one entry per model version (name, version, state, reason)."""
+        return self._call("repository index", self.client.get_model_repository_index, as_json=True).get("models", [])
+
     def repository_models(self) -> dict[str, str]:
         """name -> state ("READY", "UNAVAILABLE", "" for not loaded)."""
-        idx = self._call("repository index", self.client.get_model_repository_index, as_json=True)
         out: dict[str, str] = {}
-        for m in idx.get("models", []):
+        for m in self._index():
             name = m.get("name", "")
             state = m.get("state", "")
             if out.get(name) != "READY":
@@ -144,8 +147,7 @@ class ServerControl:
     def check_version(self, model: str, version: str) -> None:
         if not version or self.is_loaded(model, version):
             return
-        idx = self._call("repository index", self.client.get_model_repository_index, as_json=True)
-        ready = sorted({m.get("version", "") for m in idx.get("models", [])
+        ready = sorted({m.get("version", "") for m in self._index()
                         if m.get("name") == model and m.get("state") == "READY"} - {""})
         raise ServerError(
             f"version {version} of model '{model}' is not being served (ready versions: "
