@@ -156,8 +156,31 @@ def test_stubs_end_when_the_server_dies(tmp_path):
         ctl.load("synthetic")
         ctl.close()
         assert stub_pids(tmp_path)
+        assert shm_regions(srv.shm_prefix)  # the Python backend's, named by this server
         os.kill(srv.proc.pid, signal.SIGKILL)  # a crash, while nobody calls stop()
         assert wait_no_stubs(tmp_path) == []
+        # the keeper removes them; nobody else would (seen: dozens left in /dev/shm)
+        deadline = time.monotonic() + 5
+        while shm_regions(srv.shm_prefix) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert shm_regions(srv.shm_prefix) == []
+
+
+def shm_regions(prefix: str) -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+
+
+@pytest.mark.triton
+def test_a_stopped_server_leaves_no_shared_memory(tmp_path):
+    repo = prepare_repository(tmp_path / "repo", ["synthetic"])
+    srv = EmbeddedServer(repo, tmp_path / "ts.log").start()
+    prefix = srv.shm_prefix
+    ctl = ServerControl(srv.url)
+    ctl.load("synthetic")
+    ctl.close()
+    assert shm_regions(prefix)
+    srv.stop()
+    assert shm_regions(prefix) == []
 
 
 SECRET = "session-test-key"

@@ -68,7 +68,8 @@ class open_server:
         if repo is None:
             # tuner's own copy: a user's repository is never changed.
             repo = prepare_repository(self.run_dir / "model_repository", self.bundled)
-        srv = EmbeddedServer(Path(repo).resolve(), self.run_dir / "tritonserver.log")
+        srv = EmbeddedServer(Path(repo).resolve(), self.run_dir / "tritonserver.log",
+                             auto_complete=self.model_repository is not None)
         srv.start()
         self.ctx = ServerContext(srv.url, ServerControl(srv.url, srv.log_path), srv)
         return self.ctx

@@ -12,14 +12,16 @@ If tuner itself is killed (SIGKILL, the OOM killer), the server dies with it
 So `EmbeddedServer.start` also starts this keeper, outside the server's group
 and not tied to tuner's death: it waits until the server exits (for any
 reason) or tuner goes away (its end of a pipe closes), then SIGKILLs the
-server's process group and exits.
+server's process group, removes the server's shared-memory regions (the
+Python backend's, named by a prefix of the server's own) and exits.
 
-    python -m tuner.server.keeper SERVER_PID   (stdin: a pipe tuner holds open)
+    python -m tuner.server.keeper SERVER_PID [SHM_PREFIX]   (stdin: a pipe tuner holds open)
 """
 
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import sys
@@ -65,6 +67,28 @@ def end_group(pgid: int, grace_s: float = 0.0) -> None:
         pass
 
 
+SHM_DIR = "/dev/shm"
+
+
+def remove_shm_regions(prefix: str) -> int:
+    """Remove the shared-memory regions whose names start with `prefix`; return how many."""
+    # a prefix of tuner's own shape only: an empty or odd one must never match a stranger's
+    if not re.fullmatch(r"tuner_\d+_\d+_", prefix):
+        return 0
+    try:
+        names = [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        try:
+            os.unlink(os.path.join(SHM_DIR, name))
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def main(argv: list[str]) -> int:
     server_pid = int(argv[0])
     # Ctrl-C in tuner's terminal reaches the whole foreground group: this keeper
@@ -72,6 +96,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     wait_for_exit(server_pid, sys.stdin.fileno())
     end_group(server_pid)  # the server leads its own group: its pid is the group id
+    if len(argv) > 1:
+        remove_shm_regions(argv[1])
     return 0
 
 

@@ -22,7 +22,9 @@ def serve_forever(model_repository: Path, grpc_port: int | None, load: list[str]
         stop["now"] = True
 
     old = signal.signal(signal.SIGTERM, on_signal)
-    with EmbeddedServer(Path(model_repository).resolve(), log, grpc_port=grpc_port) as srv:
+    # a user's repository: its configs may leave fields for Triton to complete
+    with EmbeddedServer(Path(model_repository).resolve(), log, grpc_port=grpc_port,
+                        auto_complete=True) as srv:
         control = ServerControl(srv.url, srv.log_path)
         for model in load:
             control.load(model)
