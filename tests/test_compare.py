@@ -40,10 +40,11 @@ RUNS = 7  # 21 distinct pairs; 20 are compared
 SLOW_RUNS = 3
 SETTINGS = LoadSettings(warmup_s=0.3, window_s=0.5, min_windows=3, max_windows=4, stability_pct=15)
 LEVELS = [1, 4]
-# This workload's run-to-run spread beyond what a run's own windows show, measured on the 2-core box:
-# about 2% (throughput and p50; `tuner compare --run-noise 0` of repeated runs). The product default,
-# 3%, leans to fewer false alarms on noisier runners; here the gate runs calibrated to the workload.
-GATE = CompareOptions(run_noise=0.02)
+# This workload's run-to-run spread beyond what a run's own windows show: about 2% on the quiet 2-core
+# box (throughput and p50; `tuner compare --run-noise 0` of repeated runs), but up to 8% in CI, where
+# the suite's other worker shares the two cores (one fast first run made 3 of 20 pairs alarm at a 2%
+# run noise, CI stop 26). The gate runs at the product default, 3%, which is what a user's check gets.
+GATE = CompareOptions()
 
 
 def _workload(original: cfgmod.ModelConfig, slowdown: float = 1.0) -> cfgmod.ModelConfig:
@@ -116,7 +117,7 @@ def test_slower_model_is_a_regression_every_time(measured, tmp_path):
     # and through the CLI, with its exit code and reports, several times
     for i, s in enumerate(slow):
         junit, md, js = tmp_path / f"j{i}.xml", tmp_path / f"r{i}.md", tmp_path / f"r{i}.json"
-        proc = _cli("compare", normal[i], s, "--run-noise", "2%", "--junit", junit, "--markdown", md,
+        proc = _cli("compare", normal[i], s, "--junit", junit, "--markdown", md,
                     "--json", js)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "REGRESSION" in proc.stdout and "Traceback" not in proc.stderr
