@@ -337,3 +337,21 @@ def test_a_tail_only_overshoot_is_checked_only_when_believing_it_could_change_th
     # saturated: it serves no more than 16 did, so believed or not the best is 16's: done
     level, why = ls.for_budget([_lp(16, 1201.0, 15.7, 8.0), _lp(41, 1173.0, 41.5, 12.0)], None, lambda: 2.0)
     assert level is None and "serves no more" in why
+
+
+def test_a_latency_that_stays_flat_over_the_budget_is_decided_in_one_more_step():
+    """Over the budget at 64 and as much at 56 (a padded engine: each batch costs the same): the next
+    step goes to FLAT_SPAN below 64 (the flat test's span), where that test decides, not 10% lower again."""
+    from tuner.search.bracket import FLAT_SPAN, LoadSearch
+    from tuner.search.recommend import Constraints
+
+    ls = LoadSearch(Constraints(latency_percentile="p99", latency_budget_ms=40.0), 1, 256, 5.0, 0.03, 4.0)
+    flat = [_lp(56, 1427.0, 43.2, 30.0), _lp(64, 1579.0, 42.8, 33.0)]
+    level, _ = ls.for_budget(flat, None, lambda: 1.3)
+    assert level is not None and level <= 64 / FLAT_SPAN
+    level, why = ls.for_budget([_lp(level, 1000.0, 42.5, 29.0)] + flat, None, lambda: 1.3)
+    assert level is None and "does not fall with load" in why
+    # a latency that falls with the load steps along its elasticity, not by FLAT_SPAN
+    falling = [_lp(56, 1427.0, 48.0, 30.0), _lp(64, 1579.0, 60.0, 33.0)]
+    level, _ = ls.for_budget(falling, None, lambda: 1.3)
+    assert level is not None and 64 / FLAT_SPAN < level < 56

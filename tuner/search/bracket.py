@@ -9,7 +9,8 @@ is not), and may pick any integer load in the profile's range:
   * nothing within yet: step down from the lowest point along its latency elasticity
     (d log latency / d log load from the nearest measured neighbour) to 95% of the budget,
     unless two points 1.5x apart in load are over it by about as much: then the latency is
-    set by what a batch costs, not by the load, and less load will not meet the budget;
+    set by what a batch costs, not by the load, and less load will not meet the budget
+    (a step down that finds the latency as flat goes on to 1.5x below, where this decides);
   * no bracket above: climb from `lo` along its elasticity to the budget, unless
     throughput has plateaued near saturation;
   * bracketed: interpolate log latency vs log load to 98% of the budget (or `lo`'s own
@@ -226,6 +227,13 @@ class LoadSearch:
         else:
             beta = elasticity(pts, low, "latency_ms")
             target = low.concurrency * (0.95 * budget_ms / low.latency_ms) ** (1.0 / beta)
+            # over the budget and hardly lower than at a higher load nearby: step to where the
+            # flat test can decide (FLAT_SPAN below that load); small steps along a latency that
+            # does not follow the load each land over the budget again
+            flat_so_far = [p.concurrency for p in pts if p.ok and p.concurrency > low.concurrency
+                           and budget_ms < p.latency_ms <= FLAT_RATIO * low.latency_ms]
+            if flat_so_far:
+                target = min(target, max(flat_so_far) / FLAT_SPAN)
         target = max(target, low.concurrency / self.max_step)
         nxt = self.free(min(low.concurrency - 1, max(self.cmin, math.floor(target))), every, self.cmin - 1,
                         low.concurrency)
