@@ -42,6 +42,7 @@ from tuner.results.records import Measurement
 from tuner.search.base import BASELINE, Step, Strategy, load_cap
 from tuner.search.bracket import Level, LoadPoint, LoadSearch, read_point
 from tuner.search.ceiling import Bound, throughput_bound
+from tuner.search.confirm import TIE_MARGIN
 from tuner.search.judge import cannot_beat_any, hopeless, tail_ratio
 from tuner.search.model import BatchModel, Prediction
 from tuner.search.recommend import OperatingPoint, objective_key, objective_value
@@ -61,10 +62,10 @@ class SmartStrategy(Strategy):
     # this point, the at-budget one and the bracketing points below it (a second share cost 4-10%
     # of a smart sweep's points on the bench's surfaces)
     CURVE_SHARES = (0.5,)
-    # the winner's brackets are closed to this much throughput: the confirmation ties configs within
-    # 3% (TIE_MARGIN), so a closer bracket changes no answer; this polishes a winner whose own search
-    # stopped wider (MAX_POINTS, a stop on the model)
-    POLISH_TOL = 0.03
+    # the winner's brackets are closed to this much throughput: the confirmation ties configs this
+    # close, so a closer bracket changes no answer; this polishes a winner whose own search stopped
+    # wider (MAX_POINTS, a stop on the model)
+    POLISH_TOL = TIE_MARGIN
     POLISH_POINTS = 1    # one point: a second would chase the host's few-percent noise
 
     def __init__(self, profile, candidates: list[tuple[str, CandidateSpec]]):
