@@ -20,7 +20,8 @@ if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest -q "$@"
 fi
 # Three at a time (pyproject's addopts), then the `quiet` tests alone: they assert that
-# the load generator kept up, or that one config beats another by a margin, which a test
+# the load generator kept up, that one config beats another by a margin, or that repeated
+# runs of one config agree (the gate's false alarms), which a test
 # sharing the cores with two others cannot promise.
 .venv/bin/python -m pytest -q -m "not quiet"
 exec .venv/bin/python -m pytest -q -n 0 -m quiet

@@ -43,7 +43,11 @@ LEVELS = [1, 4]
 # This workload's run-to-run spread beyond what a run's own windows show: about 2% on the quiet 2-core
 # box (throughput and p50; `tuner compare --run-noise 0` of repeated runs), but up to 8% in CI, where
 # the suite's other worker shares the two cores (one fast first run made 3 of 20 pairs alarm at a 2%
-# run noise, CI stop 26). The gate runs at the product default, 3%, which is what a user's check gets.
+# run noise, CI stop 26; at 3%, run 0 measured 12-15% faster than the six after it made 5 of 20 pairs
+# alarm, CI stop 27, as another worker's load came and went). The gate runs at the product default, 3%,
+# which is what a user's check gets, and every test that reads `measured` is marked `quiet`, so the
+# runs are taken with the cores to themselves, as a CI gate's runner would give them: a false-alarm
+# rate measured beside the suite's other workers is that load's drift, not the gate's.
 GATE = CompareOptions()
 
 
@@ -93,6 +97,7 @@ def _cli(*args, timeout=120):
 # ------------------------------------------------------ measured: gate ---
 
 @pytest.mark.triton
+@pytest.mark.quiet
 def test_false_alarm_rate_same_config(measured):
     runs = [load_dataset(p) for p in measured["normal"]]
     pairs = list(itertools.combinations(range(RUNS), 2))[:20]
@@ -107,6 +112,7 @@ def test_false_alarm_rate_same_config(measured):
 
 
 @pytest.mark.triton
+@pytest.mark.quiet
 def test_slower_model_is_a_regression_every_time(measured, tmp_path):
     normal, slow = measured["normal"], measured["slow"]
     # every (normal, slow) pair, through the library
@@ -135,6 +141,7 @@ def test_slower_model_is_a_regression_every_time(measured, tmp_path):
 
 
 @pytest.mark.triton
+@pytest.mark.quiet
 def test_same_run_passes_and_reports(measured, tmp_path):
     run = measured["normal"][0]
     junit, md = tmp_path / "j.xml", tmp_path / "r.md"
@@ -164,6 +171,7 @@ def _with_environment(src: Path, dst: Path, **changes) -> Path:
 
 
 @pytest.mark.triton
+@pytest.mark.quiet
 def test_environment_is_recorded_and_mismatch_refused(measured, tmp_path):
     run = measured["normal"][0]
     env = load_dataset(run).environment
@@ -188,6 +196,7 @@ def test_environment_is_recorded_and_mismatch_refused(measured, tmp_path):
 
 
 @pytest.mark.triton
+@pytest.mark.quiet
 def test_baseline_save_show_roundtrip(measured, tmp_path):
     run = measured["normal"][1]
     out = tmp_path / "p.baseline.json"
@@ -213,6 +222,7 @@ def test_baseline_save_show_roundtrip(measured, tmp_path):
 
 
 @pytest.mark.triton
+@pytest.mark.quiet
 def test_data_errors_exit_2(measured, tmp_path):
     run = measured["normal"][0]
     proc = _cli("compare", tmp_path / "missing", run)
