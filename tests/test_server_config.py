@@ -195,3 +195,41 @@ def test_killed_server_gives_server_errors(repo, tmp_path):
         srv.stop()
     srv.stop()  # twice is fine
     assert srv.proc is None and not srv.alive()
+
+
+@pytest.mark.triton
+def test_restore_waits_for_the_unload_and_recovers_a_hung_one(tmp_path):
+    # the model's finalize sleeps, so each unload keeps its version UNLOADING (and the server not
+    # ready) for that long: a slow unload, then one that outlasts the wait, as a hung one does
+    repo = prepare_repository(tmp_path / "repo", [MODEL])
+    cfg = repo / MODEL / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + 'parameters: { key: "finalize_delay_s" value: { string_value: "3" } }\n')
+    with EmbeddedServer(repo, tmp_path / "tritonserver.log") as srv:
+        ctl = ServerControl(srv.url)
+        try:
+            if ctl.is_loaded(MODEL):
+                ctl.unload(MODEL)
+                assert ctl.wait_unloaded(MODEL, 30)
+            session = ModelSession(ctl, MODEL, unload_wait_s=20)
+            original = session.open()
+            assert not session.was_loaded
+            session.apply(make_candidate(original, CandidateSpec(8, 100, (), 1)))
+            t0 = time.monotonic()
+            session.restore()
+            assert time.monotonic() - t0 >= 2.5  # it waited for finalize
+            assert ctl.client.is_server_ready() and not ctl.is_loaded(MODEL)
+
+            hung = ModelSession(ctl, MODEL, unload_wait_s=0.5)
+            hung.open()
+            hung.apply(make_candidate(original, CandidateSpec(8, 100, (), 1)))
+            with pytest.raises(ServerError) as exc:
+                hung.restore()
+            msg = str(exc.value)
+            assert "did not finish unloading 'synthetic'" in msg and "left loaded from its files" in msg, msg
+            # ready at once, with the hung versions still in finalize: a version loaded from the files
+            # stands in front of them
+            assert ctl.client.is_server_ready()
+            assert ctl.model_config(MODEL) == original
+            infer_echo(srv.url)
+        finally:
+            ctl.close()

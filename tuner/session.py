@@ -268,8 +268,11 @@ class RunSession:
                 continue
             except TunerError as err:
                 why = str(err).split(";")[0][:160]
-                problem = (f"the original config of '{model.model}' could NOT be put back ({why}); reload the "
-                           f"model on the server to restore it (its files are unchanged)")
+                if not model.was_loaded:
+                    problem = f"'{model.model}' could NOT be unloaded again ({why}); unload it on the server"
+                else:
+                    problem = (f"the original config of '{model.model}' could NOT be put back ({why}); reload "
+                               f"the model on the server to restore it (its files are unchanged)")
             if self._writing:
                 self.record(RestoreFailed(model=model.model, error=problem))
             problems.append(problem)

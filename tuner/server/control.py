@@ -184,6 +184,19 @@ class ServerControl:
         except InferenceServerException as err:
             raise ServerError(f"cannot unload '{model}': {_message(err)}") from None
 
+    def wait_unloaded(self, model: str, timeout_s: float) -> bool:
+        """Whether every version of `model` has left READY and UNLOADING within timeout_s. Triton's
+        unload returns before the backend lets go, and the server is not ready meanwhile."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            busy = [m for m in self._index()
+                    if m.get("name") == model and m.get("state") in ("READY", "UNLOADING")]
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
     def statistics(self, model: str) -> dict:
         try:
             return self._call(

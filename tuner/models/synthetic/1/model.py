@@ -25,6 +25,9 @@ linear model: fixed_cost_ms + per_item_cost_ms * batch):
                              one GPU (with device_overlap below 1: one lock for all of them)
     max_supported_batch_size a config asking for a larger max_batch_size fails to
                              load, as a TensorRT plan built for a maximum batch does
+    finalize_delay_s         an unload waits this long in `finalize` (0), so the version
+                             stays UNLOADING and the server not ready meanwhile: what an
+                             unload that hangs in the backend looks like to a client
 
 Sleeping (not spinning) models an accelerator: the host CPU stays free, so
 instances overlap like several GPU streams would, up to device_overlap.
@@ -71,6 +74,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"max_batch_size {config['max_batch_size']} exceeds the engine's maximum batch size {limit}"
             )
+        self.finalize_delay_s = float(_param(params, "finalize_delay_s", "0") or 0)
         self.output_name = config["output"][0]["name"]
         self.input_name = config["input"][0]["name"]
 
@@ -106,3 +110,7 @@ class TritonPythonModel:
             pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, t)])
             for t in tensors
         ]
+
+    def finalize(self):
+        if self.finalize_delay_s > 0:
+            time.sleep(self.finalize_delay_s)
