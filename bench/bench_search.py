@@ -229,9 +229,8 @@ def one_surface(surface, keep: Path | None = None, reuse_grid: Path | None = Non
 def search_section(names: list[str] | None = None, keep: Path | None = None, echo=print,
                    reuse_grid: Path | None = None) -> dict:
     """Grid, smart and the side-by-side re-measurement on each surface (see the module docstring)."""
-    from tuner.search.surfaces import SURFACES
-
     from tuner.errors import ServerError
+    from tuner.search.surfaces import SURFACES
 
     out: dict = {"surfaces": {}}
     for name in names or list(SURFACES):

@@ -59,9 +59,9 @@ class ModelSession:
         Triton 2.51's unload of a Python-backend model hung, rarely, with no request in flight
         (in two of five bench passes, each time after the knee surface's smart sweep; the version
         stayed UNLOADING until the server was killed): a server left not ready fails its
-        readiness probe. A load from the model's files
-        puts a ready version in front of the hung one, and the unload is tried once more; if that
-        hangs as well, the model stays loaded from its files and the caller is told."""
+        readiness probe. A load from the model's files puts a ready version in front of the hung
+        one, and the unload is tried once more; if that hangs as well, the model stays loaded
+        from its files and the caller is told."""
         for _attempt in range(2):
             self.control.unload(self.model)
             if self.control.wait_unloaded(self.model, self.unload_wait_s):
