@@ -355,3 +355,18 @@ def test_a_latency_that_stays_flat_over_the_budget_is_decided_in_one_more_step()
     falling = [_lp(56, 1427.0, 48.0, 30.0), _lp(64, 1579.0, 60.0, 33.0)]
     level, _ = ls.for_budget(falling, None, lambda: 1.3)
     assert level is not None and 64 / FLAT_SPAN < level < 56
+
+
+def test_a_latency_that_stays_flat_within_the_budget_is_climbed_in_the_largest_step():
+    """Within the budget at 1 and 3 with p99 38.1 and 38.3 ms of 40 (a padded engine: each batch
+    costs a full one whatever the load): the slope's floor would step 14% at a time and spend the
+    candidate's points below the real answer; the flat latency takes the largest step instead."""
+    from tuner.search.bracket import LoadSearch
+    from tuner.search.recommend import Constraints
+
+    ls = LoadSearch(Constraints(latency_percentile="p99", latency_budget_ms=40.0), 1, 256, 5.0, 0.03, 4.0)
+    level, _ = ls.for_budget([_lp(1, 26.0, 38.1, 37.0), _lp(3, 78.0, 38.3, 37.5)], None, lambda: 1.1)
+    assert level == 12
+    # a latency rising with the load near the budget steps along its elasticity
+    level, _ = ls.for_budget([_lp(1, 26.0, 30.0, 28.0), _lp(3, 70.0, 36.0, 34.0)], None, lambda: 1.1)
+    assert level is not None and 3 < level < 6

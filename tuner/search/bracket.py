@@ -271,6 +271,12 @@ class LoadSearch:
             # throughput grows at most in proportion to load (latency does not fall with it)
             return None, (f"budget: {self.c.latency_percentile} {lo.latency_ms:.2f} ms at concurrency "
                           f"{lo.concurrency}; at most {self.gain_tol:.0%} more load fits")
+        # within the budget and hardly higher than at FLAT_SPAN less load: latency is set by the
+        # batches' cost, not by the load (a padded engine), so the slope's floor would creep up in
+        # steps of a few percent until MAX_POINTS; take the largest step instead and bracket
+        if any(p.ok and p.concurrency * FLAT_SPAN <= lo.concurrency and lo.latency_ms <= FLAT_RATIO * p.latency_ms
+               for p in inside):
+            target = max(target, lo.concurrency * self.max_step)
         target = min(target, lo.concurrency * self.max_step)
         nxt = self.free(max(lo.concurrency + 1, math.ceil(target)), every, lo.concurrency, self.cmax + 1)
         return (nxt, "") if nxt is not None else (None, "max_load")
