@@ -12,7 +12,9 @@ is not), and may pick any integer load in the profile's range:
     set by what a batch costs, not by the load, and less load will not meet the budget
     (a step down that finds the latency as flat goes on to 1.5x below, where this decides);
   * no bracket above: climb from `lo` along its elasticity to the budget, unless
-    throughput has plateaued near saturation;
+    throughput has plateaued near saturation; a percentile about as high at 1.5x less
+    load is set by the batches' cost (a padded engine), so the climb takes its largest
+    step (the elasticity's floor would creep up a few percent a point);
   * bracketed: interpolate log latency vs log load to 98% of the budget (or `lo`'s own
     slope, whichever reaches further, when `hi`'s excess is in its tail: one stalled window
     can make its percentile many times the budget), kept within 15..85% of the interval so
