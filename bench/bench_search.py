@@ -229,7 +229,7 @@ def one_surface(surface, keep: Path | None = None, reuse_grid: Path | None = Non
 def search_section(names: list[str] | None = None, keep: Path | None = None, echo=print,
                    reuse_grid: Path | None = None) -> dict:
     """Grid, smart and the side-by-side re-measurement on each surface (see the module docstring)."""
-    from tuner.errors import ServerError
+    from tuner.errors import Interrupted, ServerError
     from tuner.search.surfaces import SURFACES
 
     out: dict = {"surfaces": {}}
@@ -242,6 +242,8 @@ def search_section(names: list[str] | None = None, keep: Path | None = None, ech
             try:
                 r = one_surface(SURFACES[name], keep, reuse_grid)
                 break
+            except Interrupted:
+                raise  # Ctrl-C or a kill ends the bench, not one surface
             except Exception as err:  # one surface's server trouble must not lose the others' results
                 errors.append(f"{type(err).__name__}: {err}")
                 echo(f"  {name:9s} failed: {errors[-1]}")
@@ -274,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-grid", type=Path, help="(development) take grid's runs from a --keep folder")
     args = ap.parse_args(argv)
     names = [s for s in args.surfaces.split(",") if s] or None
-    result = search_section(names, keep=args.keep, reuse_grid=args.reuse_grid)
+    from tuner.errors import Interrupted
+
+    try:
+        result = search_section(names, keep=args.keep, reuse_grid=args.reuse_grid)
+    except Interrupted as err:
+        print(f"bench_search: {err}", file=sys.stderr)
+        return err.exit_code
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

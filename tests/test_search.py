@@ -370,3 +370,19 @@ def test_a_latency_that_stays_flat_within_the_budget_is_climbed_in_the_largest_s
     # a latency rising with the load near the budget steps along its elasticity
     level, _ = ls.for_budget([_lp(1, 26.0, 30.0, 28.0), _lp(3, 70.0, 36.0, 34.0)], None, lambda: 1.1)
     assert level is not None and 3 < level < 6
+
+
+def test_a_plateau_below_the_budget_ends_the_search_even_when_a_point_above_brackets_it():
+    """Within at 9 and 16 with the same throughput, p99 at 16 three quarters of the budget, over at
+    32: the load between 16 and 32 would only queue more; the same throughput rising with the
+    load is bracketed further."""
+    from tuner.search.bracket import LoadSearch
+    from tuner.search.recommend import Constraints
+
+    ls = LoadSearch(Constraints(latency_percentile="p99", latency_budget_ms=40.0), 1, 256, 5.0, 0.03, 4.0)
+    level, why = ls.for_budget([_lp(9, 827.0, 15.0, 10.0), _lp(16, 813.0, 30.5, 19.0), _lp(32, 700.0, 124.8, 45.0)],
+                               None, lambda: 1.5)
+    assert level is None and why.startswith("plateau")
+    level, _ = ls.for_budget([_lp(9, 600.0, 15.0, 10.0), _lp(16, 813.0, 30.5, 19.0), _lp(32, 700.0, 124.8, 45.0)],
+                             None, lambda: 1.5)
+    assert level is not None and 16 < level < 32

@@ -11,10 +11,12 @@ is not), and may pick any integer load in the profile's range:
     unless two points 1.5x apart in load are over it by about as much: then the latency is
     set by what a batch costs, not by the load, and less load will not meet the budget
     (a step down that finds the latency as flat goes on to 1.5x below, where this decides);
-  * no bracket above: climb from `lo` along its elasticity to the budget, unless
-    throughput has plateaued near saturation; a percentile about as high at 1.5x less
-    load is set by the batches' cost (a padded engine), so the climb takes its largest
-    step (the elasticity's floor would creep up a few percent a point);
+  * near saturation, `lo` serving hardly more than 1.25x less load did is a plateau:
+    done, bracketed above or not;
+  * no bracket above: climb from `lo` along its elasticity to the budget; a percentile
+    about as high at 1.5x less load is set by the batches' cost (a padded engine), so the
+    climb takes its largest step (the elasticity's floor would creep up a few percent a
+    point);
   * bracketed: interpolate log latency vs log load to 98% of the budget (or `lo`'s own
     slope, whichever reaches further, when `hi`'s excess is in its tail: one stalled window
     can make its percentile many times the budget), kept within 15..85% of the interval so
@@ -210,9 +212,26 @@ class LoadSearch:
         if ceiling_infer_per_s is not None and lo.infer_per_s >= (1 - self.gain_tol) * ceiling_infer_per_s:
             return None, (f"ceiling: {lo.infer_per_s:.0f} infer/s at concurrency {lo.concurrency} is within "
                           f"{self.gain_tol:.0%} of the compute ceiling")
+        flat = self._plateau(inside, lo, ceiling_infer_per_s)
+        if flat is not None:
+            return None, flat
         if hi is None:
-            return self._climb(pts, every, inside, lo, ceiling_infer_per_s)
+            return self._climb(pts, every, inside, lo)
         return self._between(pts, every, lo, hi)
+
+    def _plateau(self, inside: list[LoadPoint], lo: LoadPoint, ceiling_infer_per_s: float | None) -> str | None:
+        """Near saturation, lo serves hardly more than 1.25x less load did: more load adds queueing,
+        not throughput, whether or not a point above lo brackets it (an interpolation towards hi
+        would only measure the plateau again)."""
+        prev = max((p for p in inside if p.concurrency <= lo.concurrency / 1.25), key=lambda p: p.concurrency,
+                   default=None)
+        saturated = (ceiling_infer_per_s is None or lo.infer_per_s >= 0.75 * ceiling_infer_per_s
+                     or lo.latency_ms >= 0.75 * self.c.latency_budget_ms)
+        if (prev is not None and saturated
+                and lo.infer_per_s < prev.infer_per_s * (1 + max(self.plateau, self.gain_tol))):
+            return (f"plateau: {lo.infer_per_s:.0f} infer/s at concurrency {lo.concurrency} vs "
+                    f"{prev.infer_per_s:.0f} at {prev.concurrency}")
+        return None
 
     def _step_down(self, pts: list[LoadPoint], every: list[LoadPoint]) -> Level:
         """Nothing within the budget yet: lower the load from the lowest point."""
@@ -255,18 +274,9 @@ class LoadSearch:
         return (f"budget: {pct} {low.latency_ms:.2f} ms at concurrency {low.concurrency}, {far.latency_ms:.2f} ms at "
                 f"{far.concurrency}: latency does not fall with load, so less load will not meet the budget")
 
-    def _climb(self, pts: list[LoadPoint], every: list[LoadPoint], inside: list[LoadPoint], lo: LoadPoint,
-               ceiling_infer_per_s: float | None) -> Level:
+    def _climb(self, pts: list[LoadPoint], every: list[LoadPoint], inside: list[LoadPoint], lo: LoadPoint) -> Level:
         """Within the budget so far, nothing above it: raise the load towards the budget."""
         budget_ms = self.c.latency_budget_ms
-        prev = max((p for p in inside if p.concurrency <= lo.concurrency / 1.25), key=lambda p: p.concurrency,
-                   default=None)
-        saturated = (ceiling_infer_per_s is None or lo.infer_per_s >= 0.75 * ceiling_infer_per_s
-                     or lo.latency_ms >= 0.75 * budget_ms)
-        if (prev is not None and saturated
-                and lo.infer_per_s < prev.infer_per_s * (1 + max(self.plateau, self.gain_tol))):
-            return None, (f"plateau: {lo.infer_per_s:.0f} infer/s at concurrency {lo.concurrency} vs "
-                          f"{prev.infer_per_s:.0f} at {prev.concurrency}")
         beta = elasticity(pts, lo, "latency_ms")
         target = lo.concurrency * (budget_ms / max(lo.latency_ms, 1e-6)) ** (1.0 / beta)
         if target <= lo.concurrency * (1 + self.gain_tol):
