@@ -235,6 +235,19 @@ def test_plan_confirms_the_winner_its_rivals_and_the_baseline():
     assert [s.concurrency for s in got] == [16, 16, 16, 8]  # each at the load of its best point
 
 
+def test_plan_confirms_a_rival_as_far_under_the_winner_as_two_single_points_of_one_config_differ():
+    """A rival 7% under the winner's search point is confirmed (each point is one measurement: two of
+    equal configs differ by that much in about one run in ten), one 10% under is not."""
+    from tuner.search.confirm import RIVAL_BAND
+
+    pts = [_point("baseline", 8, 500.0, 30.0), _point("mbs16-qd0-pbsauto-i1", 16, 1000.0, 40.0),
+           _point("mbs8-qd0-pbsauto-i1", 16, 930.0, 42.0), _point("mbs16-qd2000-pbsauto-i1", 16, 900.0, 41.0)]
+    cands = {cid: CandidateRecord(SPECS[cid], "loaded", is_baseline=cid == "baseline") for cid in SPECS}
+    ids = [s.candidate_id for s in plan(recommend(RunResults({}, cands, pts), C), SPECS)]
+    assert 0.07 < RIVAL_BAND < 0.10
+    assert ids == ["mbs16-qd0-pbsauto-i1", "mbs8-qd0-pbsauto-i1", "baseline"]
+
+
 def _run_folder(tmp_path, visits: list[ConfirmPoint], slots_: list[Slot]):
     run = tmp_path / "run"
     (run / "original").mkdir(parents=True)
