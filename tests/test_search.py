@@ -386,3 +386,29 @@ def test_a_plateau_below_the_budget_ends_the_search_even_when_a_point_above_brac
     level, _ = ls.for_budget([_lp(9, 600.0, 15.0, 10.0), _lp(16, 813.0, 30.5, 19.0), _lp(32, 700.0, 124.8, 45.0)],
                              None, lambda: 1.5)
     assert level is not None and 16 < level < 32
+
+
+def test_full_batches_end_a_candidates_load_search():
+    """At concurrency 16, max_batch_size 8 ran only batches of 8 (the bench's knee: 928 infer/s at 16,
+    939 at 33): the instance never waited for work, so no higher load serves more; batches of 6, or
+    as many requests in flight as one batch holds, say nothing of the kind."""
+    from tuner.results.records import Measurement
+    from tuner.results.samples import ServerDelta, WindowSample
+    from tuner.search.bracket import LoadSearch, read_point
+    from tuner.search.recommend import Constraints
+
+    c = Constraints(latency_percentile="p99", latency_budget_ms=40.0)
+
+    def point(conc: int, batch: int):
+        wins = [WindowSample(float(i), 1.0, [9000] * 900 + [20000] * 28,
+                             server=ServerDelta(success_count=928, inference_count=928, execution_count=928 // batch,
+                                                batch_compute_infer={batch: (928 // batch, 928 // batch * 7_000_000)}))
+                for i in range(3)]
+        return read_point(Measurement("mbs8-qd0-pbsauto-i1", conc, wins, True), 1, c, max_batch=8)
+
+    ls = LoadSearch(c, 1, 256, 5.0, 0.03, 4.0)
+    assert point(16, 8).full and not point(16, 6).full and not point(8, 8).full
+    level, why = ls.for_budget([point(16, 8)], None, lambda: 1.2)
+    assert level is None and why.startswith("saturated")
+    level, _ = ls.for_budget([point(16, 6)], None, lambda: 1.2)
+    assert level is not None and level > 16

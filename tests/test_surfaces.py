@@ -59,7 +59,12 @@ def test_smart_with_refined_candidates_replays_on_resume():
 
 
 def test_load_cap_binding_is_named():
-    """A budget that never binds: the search climbs to the cap and says so."""
-    smart = SimRun(space("smart", budget=1000.0))
+    """A budget that never binds: the search climbs to the cap and says so; unless every batch is
+    full first (one instance: max_batch_size 64 at 128), where no more load can serve more."""
+    smart = SimRun(space("smart", budget=1000.0, instances=(2,)))
     assert max(m.concurrency for m in smart.points) == 4 * 64
     assert smart.rec.binding.startswith(("load cap", "throughput plateau", "server saturated"))
+    one = SimRun(space("smart", budget=1000.0))
+    assert 64 < max(m.concurrency for m in one.points) < 4 * 64
+    assert any(s.reason.startswith("saturated: every batch") for s in one.steps)
+    assert one.rec.binding.startswith("server saturated")

@@ -12,7 +12,8 @@ is not), and may pick any integer load in the profile's range:
     set by what a batch costs, not by the load, and less load will not meet the budget
     (a step down that finds the latency as flat goes on to 1.5x below, where this decides);
   * near saturation, `lo` serving hardly more than 1.25x less load did is a plateau:
-    done, bracketed above or not;
+    done, bracketed above or not; so is a `lo` whose every batch was full (max_batch_size,
+    with as many requests again in flight: the instances never wait for work);
   * no bracket above: climb from `lo` along its elasticity to the budget; a percentile
     about as high at 1.5x less load is set by the batches' cost (a padded engine), so the
     climb takes its largest step (the elasticity's floor would creep up a few percent a
@@ -65,9 +66,25 @@ class LoadPoint:
     other_ok: bool        # error rate and GPU memory met (when not within: latency alone broke it)
     meets: bool           # every constraint (min throughput included): counts for the incumbent
     op: OperatingPoint | None
+    # every batch the server ran held max_batch_size (>= 2) requests while as many again were in
+    # flight: an instance never waits for work, so more load adds queueing, not throughput
+    full: bool = False
 
 
-def read_point(m: Measurement, instances: int, c: Constraints) -> LoadPoint:
+FULL_SHARE = 0.97  # a mean executed batch this close to max_batch_size is full (one short batch in a window is not)
+
+
+def _full_batches(m: Measurement, instances: int, max_batch: int) -> bool:
+    if max_batch < 2 or m.concurrency < 2 * max_batch * instances:
+        return False
+    used = m.windows[-m.summary_windows:] if m.summary_windows > 0 else m.windows
+    runs = [(b, n) for w in used if w.server is not None for b, (n, _ns) in w.server.batch_compute_infer.items()]
+    count = sum(n for _, n in runs)
+    return count > 0 and sum(b * n for b, n in runs) / count >= FULL_SHARE * max_batch
+
+
+def read_point(m: Measurement, instances: int, c: Constraints, max_batch: int = 0) -> LoadPoint:
+    """max_batch: the candidate's largest batch (0: none formed, no dynamic batching)."""
     op = None
     ok = m.status == "ok" and bool(m.windows)
     x, lat, mean, within, other_ok, meets_all = 0.0, float("inf"), float("inf"), False, False, False
@@ -86,7 +103,8 @@ def read_point(m: Measurement, instances: int, c: Constraints) -> LoadPoint:
                              and op.gpu_memory_mb > c.max_gpu_memory_mb))
         within = other_ok and lat <= c.latency_budget_ms
         meets_all = ok and meets(op, m, c)
-    return LoadPoint(m.concurrency, ok, x, lat, mean, within, other_ok, meets_all, op)
+    return LoadPoint(m.concurrency, ok, x, lat, mean, within, other_ok, meets_all, op,
+                     ok and _full_batches(m, instances, max_batch))
 
 
 def median(values: list[float]) -> float:
@@ -212,6 +230,9 @@ class LoadSearch:
         if ceiling_infer_per_s is not None and lo.infer_per_s >= (1 - self.gain_tol) * ceiling_infer_per_s:
             return None, (f"ceiling: {lo.infer_per_s:.0f} infer/s at concurrency {lo.concurrency} is within "
                           f"{self.gain_tol:.0%} of the compute ceiling")
+        if lo.full:
+            return None, (f"saturated: every batch at concurrency {lo.concurrency} was full ({lo.infer_per_s:.0f} "
+                          f"infer/s): more load only queues")
         flat = self._plateau(inside, lo, ceiling_infer_per_s)
         if flat is not None:
             return None, flat

@@ -103,7 +103,8 @@ class SmartStrategy(Strategy):
         if hit is not None and hit[0] is m:  # the id of a collected measurement can be reused
             return hit[1]
         spec = self.specs.get(m.candidate_id)
-        pt = read_point(m, spec.instance_count if spec else 1, self.c)
+        full = spec.max_batch_size if spec is not None and spec.dynamic_batching else 0
+        pt = read_point(m, spec.instance_count if spec else 1, self.c, full)
         self._cache[id(m)] = (m, pt)
         return pt
 
