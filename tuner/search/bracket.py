@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tuner.results.records import Measurement
+from tuner.search.costs import batch_stats
 from tuner.search.recommend import Constraints, OperatingPoint, meets
 
 Level = tuple[int | None, str]  # (the next load level, or None and why the candidate is done)
@@ -77,10 +78,9 @@ FULL_SHARE = 0.97  # a mean executed batch this close to max_batch_size is full 
 def _full_batches(m: Measurement, instances: int, max_batch: int) -> bool:
     if max_batch < 2 or m.concurrency < 2 * max_batch * instances:
         return False
-    used = m.windows[-m.summary_windows:] if m.summary_windows > 0 else m.windows
-    runs = [(b, n) for w in used if w.server is not None for b, (n, _ns) in w.server.batch_compute_infer.items()]
-    count = sum(n for _, n in runs)
-    return count > 0 and sum(b * n for b, n in runs) / count >= FULL_SHARE * max_batch
+    runs = batch_stats(m)  # every window, as the cost model reads them
+    count = sum(n for n, _ns in runs.values())
+    return count > 0 and sum(b * n for b, (n, _ns) in runs.items()) / count >= FULL_SHARE * max_batch
 
 
 def read_point(m: Measurement, instances: int, c: Constraints, max_batch: int = 0) -> LoadPoint:
@@ -307,7 +307,7 @@ class LoadSearch:
         # within the budget and hardly higher than at FLAT_SPAN less load: latency is set by the
         # batches' cost, not by the load (a padded engine), so the slope's floor would creep up in
         # steps of a few percent until MAX_POINTS; take the largest step instead and bracket
-        if any(p.ok and p.concurrency * FLAT_SPAN <= lo.concurrency and lo.latency_ms <= FLAT_RATIO * p.latency_ms
+        if any(p.concurrency * FLAT_SPAN <= lo.concurrency and lo.latency_ms <= FLAT_RATIO * p.latency_ms
                for p in inside):
             target = max(target, lo.concurrency * self.max_step)
         target = min(target, lo.concurrency * self.max_step)
